@@ -1,0 +1,39 @@
+# Both targets bootstrap .venv on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck bench graphviz clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Graphviz's `dot` renders SVG/PNG; DOT and Mermaid output never need it.
+graphviz:
+	@command -v dot >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null) || echo "note: could not install graphviz; SVG/PNG rendering disabled"; \
+	  else echo "note: install Graphviz (the 'dot' binary) for SVG/PNG rendering"; fi; }
+
+lint: $(STAMP)
+	$(BIN)/ruff check dotdo tests examples bench
+	$(BIN)/ruff format --check dotdo tests examples bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: $(STAMP) graphviz lint typecheck
+	$(BIN)/pytest -q
+
+demo: $(STAMP) graphviz
+	$(BIN)/python examples/demo.py
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dotdo.db demo.db

@@ -1,0 +1,110 @@
+"""Every error dotdo raises on purpose.
+
+User mistakes (bad workflow code, unknown run ids, a locked database) surface as a subclass of
+`DotdoError`, so the CLI can print one line instead of a traceback and callers can catch the
+whole family at once.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CompileError",
+    "DotdoError",
+    "LeaseLost",
+    "PermanentError",
+    "RemoteError",
+    "RunFailed",
+    "RunNotFound",
+    "SerializationError",
+    "StepInterrupted",
+    "StepTimeout",
+    "StoreError",
+    "UnknownWorkflow",
+]
+
+
+class DotdoError(Exception):
+    """Base of every error dotdo raises on purpose."""
+
+
+class CompileError(DotdoError):
+    """Workflow code the compiler cannot lower to a graph; carries its position and a hint."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str = "<unknown>",
+        line: int = 0,
+        col: int = 0,
+        hint: str | None = None,
+    ) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        self.col = col
+        self.hint = hint
+        text = f"{file}:{line}:{col}: {message}"
+        if hint:
+            text += f" (hint: {hint})"
+        super().__init__(text)
+
+
+class SerializationError(DotdoError):
+    """A value cannot be stored as JSON; `path` says where inside the value it sits."""
+
+    def __init__(self, message: str, *, path: str = "$") -> None:
+        self.path = path
+        super().__init__(f"{message} at {path}" if path != "$" else message)
+
+
+class StoreError(DotdoError):
+    """The database cannot be used: locked, corrupt, of a newer schema, or not dotdo's."""
+
+
+class RunNotFound(DotdoError):
+    """No run with that id exists in the store."""
+
+
+class UnknownWorkflow(DotdoError):
+    """A run or a start names a workflow that is not registered on this engine."""
+
+
+class LeaseLost(DotdoError):
+    """Another process owns the run now; this process must stop advancing it."""
+
+
+class PermanentError(Exception):
+    """Raise (or subclass) this inside a step to fail it at once, without retries."""
+
+
+class StepTimeout(DotdoError):
+    """One attempt of a step ran past its `timeout`."""
+
+
+class StepInterrupted(DotdoError):
+    """A `try_` attempt was in flight when its process died; at-most-once forbids a rerun."""
+
+
+class RemoteError(DotdoError):
+    """A recorded exception whose class cannot be re-created here; keeps its type and text."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        self.type_name = type_name
+        self.message = message
+        super().__init__(f"{type_name}: {message}")
+
+
+class RunFailed(DotdoError):
+    """`RunHandle.result()` on a run that ended failed, compensated or cancelled.
+
+    `error` is the original exception (re-created from the store), kept so callers can see
+    what went wrong even after compensation ran.
+    """
+
+    def __init__(self, run_id: str, status: str, error: BaseException | None) -> None:
+        self.run_id = run_id
+        self.status = status
+        self.error = error
+        detail = f": {type(error).__name__}: {error}" if error is not None else ""
+        super().__init__(f"run {run_id!r} ended {status}{detail}")
