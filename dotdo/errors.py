@@ -8,6 +8,7 @@ whole family at once.
 from __future__ import annotations
 
 __all__ = [
+    "CompensationFailed",
     "CompileError",
     "DotdoError",
     "LeaseLost",
@@ -93,6 +94,19 @@ class RemoteError(DotdoError):
         self.type_name = type_name
         self.message = message
         super().__init__(f"{type_name}: {message}")
+
+
+class CompensationFailed(DotdoError):
+    """An undo step failed for good; `original` is the error that started compensation."""
+
+    def __init__(self, step_id: str, error: BaseException, original: BaseException) -> None:
+        self.step_id = step_id
+        self.error = error
+        self.original = original
+        super().__init__(
+            f"compensation {step_id!r} failed ({type(error).__name__}: {error}) while undoing "
+            f"after {type(original).__name__}: {original}"
+        )
 
 
 class RunFailed(DotdoError):

@@ -1,0 +1,58 @@
+"""dotdo: durable workflows embedded in Python, persisted to one SQLite file.
+
+Decorated `DO` methods compile to an explicit state-machine graph; the engine walks that
+graph and checkpoints every durable step, so runs survive crashes without replaying code.
+"""
+
+from dotdo.compiler.ir import Graph, Policy
+from dotdo.dsl.decorators import compensate, step, workflow
+from dotdo.dsl.do import DO
+from dotdo.engine.context import StepContext, current_step
+from dotdo.engine.engine import Engine, RunHandle
+from dotdo.engine.records import RunInfo, StepRecord
+from dotdo.errors import (
+    CompensationFailed,
+    CompileError,
+    DotdoError,
+    LeaseLost,
+    PermanentError,
+    RemoteError,
+    RunFailed,
+    RunNotFound,
+    SerializationError,
+    StepInterrupted,
+    StepTimeout,
+    StoreError,
+    UnknownWorkflow,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DO",
+    "CompensationFailed",
+    "CompileError",
+    "DotdoError",
+    "Engine",
+    "Graph",
+    "LeaseLost",
+    "PermanentError",
+    "Policy",
+    "RemoteError",
+    "RunFailed",
+    "RunHandle",
+    "RunInfo",
+    "RunNotFound",
+    "SerializationError",
+    "StepContext",
+    "StepInterrupted",
+    "StepRecord",
+    "StepTimeout",
+    "StoreError",
+    "UnknownWorkflow",
+    "__version__",
+    "compensate",
+    "current_step",
+    "step",
+    "workflow",
+]

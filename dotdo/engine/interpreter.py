@@ -1,0 +1,359 @@
+"""The interpreter core: a pure transition function over (graph, run state, event).
+
+It never awaits, reads a clock or touches the database: time comes in as an argument, step
+results come in as events, and what must happen next goes out as one command (call a step,
+record a value, wait, finish). The engine shell performs commands and persists transitions.
+That split is what lets tests crash the engine at every boundary cheaply: the core is the
+same function every time, and the only state is what the shell stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from dotdo.compiler.codegen import JUMP, RETURN, Frame, Program
+from dotdo.compiler.ir import (
+    END,
+    BlockNode,
+    ChoiceNode,
+    EndFinallyNode,
+    EndNode,
+    FailNode,
+    Node,
+    Policy,
+    RecordNode,
+    SendNode,
+    SleepNode,
+    StartNode,
+    StepNode,
+)
+from dotdo.errors import CompensationFailed, PermanentError, StepInterrupted
+
+__all__ = [
+    "Call",
+    "Command",
+    "CompEntry",
+    "Event",
+    "Finish",
+    "Record",
+    "Recorded",
+    "Resume",
+    "RunState",
+    "StepErr",
+    "StepOk",
+    "TimerFired",
+    "Transition",
+    "Wait",
+    "advance",
+    "is_retryable",
+    "step_key",
+]
+
+
+@dataclass
+class CompEntry:
+    """One completed step's undo waiting on the compensation stack."""
+
+    key: str
+    method: str
+    value: Any
+
+
+@dataclass
+class RunState:
+    """Everything the shell persists about a run between two transitions."""
+
+    node: str
+    frame: Frame
+    attempt: int = 0
+    """Failed attempts so far of the step at `node`."""
+    comp: list[CompEntry] = field(default_factory=list)
+    compensating: BaseException | None = None
+    """While undoing: the unhandled error that started it (kept as the run's error)."""
+
+
+# ---------------------------------------------------------------- events
+@dataclass(frozen=True)
+class Resume:
+    """Continue from the persisted node (a new run, or one recovered after a crash)."""
+
+
+@dataclass(frozen=True)
+class StepOk:
+    value: Any
+
+
+@dataclass(frozen=True)
+class StepErr:
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    pass
+
+
+@dataclass(frozen=True)
+class Recorded:
+    value: Any
+
+
+Event = Resume | StepOk | StepErr | TimerFired | Recorded
+
+
+# -------------------------------------------------------------- commands
+@dataclass(frozen=True)
+class Call:
+    """Run one attempt of a step. `attempt` counts from 1; the key is the same each time."""
+
+    key: str
+    fn: Any
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    policy: Policy
+    mode: Literal["do", "try"]
+    attempt: int
+    undo: bool = False
+
+
+@dataclass(frozen=True)
+class Record:
+    key: str
+    what: Literal["now", "uuid", "random"]
+
+
+@dataclass(frozen=True)
+class Wait:
+    until: float
+    key: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    status: Literal["completed", "failed", "compensated"]
+    value: Any = None
+    error: BaseException | None = None
+
+
+Command = Call | Record | Wait | Finish
+
+
+@dataclass
+class Transition:
+    state: RunState
+    command: Command
+    sends: list[tuple[str, Any]] = field(default_factory=list)
+
+
+def step_key(node: StepNode | RecordNode | SleepNode, frame: Frame) -> str:
+    """A step's id, qualified by the iteration of every loop around it: `charge[2][1]`."""
+    if not node.loops:
+        return node.name
+    return node.name + "".join(f"[{frame.get(c, 0)}]" for c in node.loops)
+
+
+def is_retryable(error: BaseException) -> bool:
+    return isinstance(error, Exception) and not isinstance(error, PermanentError | StepInterrupted)
+
+
+def advance(
+    program: Program, instance: Any, state: RunState, event: Event, now: float
+) -> Transition:
+    """Apply `event` to `state`, then run pure code until the next command."""
+    sends: list[tuple[str, Any]] = []
+    if state.compensating is not None:
+        return _compensate(program, instance, state, event, now, sends)
+    node = program.graph.nodes[state.node]
+    if isinstance(event, StepOk) and isinstance(node, StepNode):
+        if node.result is not None:
+            state.frame[node.result] = event.value
+        if node.compensate:
+            key = step_key(node, state.frame)
+            state.comp.append(CompEntry(key=key, method=node.compensate, value=event.value))
+        state.attempt = 0
+        state.node = _next(node)
+    elif isinstance(event, StepErr) and isinstance(node, StepNode):
+        if is_retryable(event.error) and state.attempt < node.policy.retries:
+            state.attempt += 1
+            until = now + node.policy.delay(state.attempt)
+            return Transition(state, Wait(until, step_key(node, state.frame)), sends)
+        state.attempt = 0
+        outcome = _throw(program, instance, state, node, event.error, now, sends)
+        if outcome is not None:
+            return outcome
+    elif isinstance(event, Recorded) and isinstance(node, RecordNode):
+        state.frame[node.result] = event.value
+        state.node = _next(node)
+    elif isinstance(event, TimerFired) and isinstance(node, SleepNode):
+        state.node = _next(node)
+    return _run(program, instance, state, now, sends)
+
+
+def _next(node: Node) -> str:
+    return node.next or END
+
+
+def _run(
+    program: Program, instance: Any, state: RunState, now: float, sends: list[tuple[str, Any]]
+) -> Transition:
+    nodes = program.graph.nodes
+    frame = state.frame
+    cells = program.cells
+    while True:
+        node = nodes[state.node]
+        code = program.code.get(node.id)
+        try:
+            if isinstance(node, StartNode):
+                state.node = _next(node)
+            elif isinstance(node, BlockNode):
+                assert code is not None
+                signal = code(instance, frame, cells)
+                if signal is None:
+                    state.node = _next(node)
+                elif signal[0] == RETURN:
+                    frame["__ret"] = signal[1]
+                    _leap(program, state, node.fin, ("return",), END)
+                else:
+                    assert signal[0] == JUMP
+                    _leap(program, state, node.fin, ("jump", signal[1]), signal[1])
+            elif isinstance(node, ChoiceNode):
+                assert code is not None
+                target = node.then if code(instance, frame, cells) else node.orelse
+                state.node = target or END
+            elif isinstance(node, StepNode):
+                assert code is not None
+                fn, args, kwargs = code(instance, frame, cells)
+                call = Call(
+                    key=step_key(node, frame),
+                    fn=fn,
+                    args=args,
+                    kwargs=kwargs,
+                    policy=node.policy,
+                    mode=node.mode,
+                    attempt=state.attempt + 1,
+                )
+                return Transition(state, call, sends)
+            elif isinstance(node, RecordNode):
+                return Transition(state, Record(step_key(node, frame), node.what), sends)
+            elif isinstance(node, SendNode):
+                assert code is not None
+                name, data = code(instance, frame, cells)
+                if not isinstance(name, str) or not name:
+                    raise TypeError(f"event name must be a non-empty string, got {name!r}")
+                sends.append((name, data))
+                state.node = _next(node)
+            elif isinstance(node, SleepNode):
+                assert code is not None
+                until = _wake_time(code(instance, frame, cells), node, now)
+                return Transition(state, Wait(until, step_key(node, frame)), sends)
+            elif isinstance(node, FailNode):
+                assert code is not None
+                raise code(instance, frame, cells)
+            elif isinstance(node, EndFinallyNode):
+                _end_finally(program, state, node)
+            elif isinstance(node, EndNode):
+                return Transition(state, Finish("completed", value=frame.get("__ret")), sends)
+        except Exception as error:
+            outcome = _throw(program, instance, state, node, error, now, sends)
+            if outcome is not None:
+                return outcome
+
+
+def _wake_time(value: Any, node: SleepNode, now: float) -> float:
+    if node.until is not None:
+        return float(value.timestamp())
+    seconds = value.total_seconds() if hasattr(value, "total_seconds") else float(value)
+    return now + max(seconds, 0.0)
+
+
+def _leap(
+    program: Program, state: RunState, region: str | None, completion: tuple[Any, ...], target: str
+) -> None:
+    """Leave toward `target`, running every `finally` in between (innermost first)."""
+    if region is None or (completion[0] == "jump" and target in program.members[region]):
+        state.node = target
+        return
+    state.frame[f"__fin{region}"] = completion
+    state.node = program.graph.regions[region].entry
+
+
+def _end_finally(program: Program, state: RunState, node: EndFinallyNode) -> None:
+    completion = state.frame.pop(f"__fin{node.region}", ("normal",))
+    parent = program.graph.regions[node.region].parent
+    kind = completion[0]
+    if kind == "normal":
+        state.node = _next(node)
+    elif kind == "raise":
+        raise completion[1]
+    elif kind == "return":
+        _leap(program, state, parent, ("return",), END)
+    else:
+        _leap(program, state, parent, tuple(completion), completion[1])
+
+
+def _throw(
+    program: Program,
+    instance: Any,
+    state: RunState,
+    node: Node,
+    error: BaseException,
+    now: float,
+    sends: list[tuple[str, Any]],
+) -> Transition | None:
+    """Route `error` to the node's handler; None means carry on running from there."""
+    if node.catch is not None:
+        state.frame["__exc"] = error
+        state.node = node.catch
+        return None
+    if state.comp:
+        state.compensating = error
+        state.attempt = 0
+        return _undo_top(instance, state, sends)
+    return Transition(state, Finish("failed", error=error), sends)
+
+
+def _undo_top(instance: Any, state: RunState, sends: list[tuple[str, Any]]) -> Transition:
+    entry = state.comp[-1]
+    method = getattr(type(instance), entry.method, None)
+    policy = getattr(method, "policy", None) or Policy()
+    call = Call(
+        key=f"compensate:{entry.key}",
+        fn=getattr(instance, entry.method),
+        args=(entry.value,),
+        kwargs={},
+        policy=policy,
+        mode="do",
+        attempt=state.attempt + 1,
+        undo=True,
+    )
+    return Transition(state, call, sends)
+
+
+def _compensate(
+    program: Program,
+    instance: Any,
+    state: RunState,
+    event: Event,
+    now: float,
+    sends: list[tuple[str, Any]],
+) -> Transition:
+    original = state.compensating
+    assert original is not None
+    if isinstance(event, StepOk):
+        state.comp.pop()
+        state.attempt = 0
+        if not state.comp:
+            return Transition(state, Finish("compensated", error=original), sends)
+    elif isinstance(event, StepErr):
+        entry = state.comp[-1]
+        transition = _undo_top(instance, state, sends)
+        assert isinstance(transition.command, Call)
+        policy = transition.command.policy
+        if is_retryable(event.error) and state.attempt < policy.retries:
+            state.attempt += 1
+            until = now + policy.delay(state.attempt)
+            return Transition(state, Wait(until, transition.command.key), sends)
+        failure = CompensationFailed(f"compensate:{entry.key}", event.error, original)
+        return Transition(state, Finish("failed", error=failure), sends)
+    return _undo_top(instance, state, sends)

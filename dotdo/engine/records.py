@@ -1,0 +1,94 @@
+"""What the engine reports about runs and steps, read back from the store."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from dotdo.engine import serde
+
+__all__ = ["RunInfo", "StepRecord"]
+
+
+def _time(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, UTC) if value is not None else None
+
+
+class RunInfo(BaseModel):
+    """A run as stored: where it is, how it ended."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    run_id: str
+    workflow: str
+    entity_id: str
+    status: str
+    node: str
+    graph_hash: str
+    steps_done: int
+    created_at: datetime | None
+    updated_at: datetime | None
+    wake_at: datetime | None = None
+    lease_owner: str | None = None
+    result: Any = None
+    error: BaseException | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("completed", "failed", "compensated", "cancelled")
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> RunInfo:
+        return cls(
+            run_id=row["run_id"],
+            workflow=row["workflow"],
+            entity_id=row["entity_id"],
+            status=row["status"],
+            node=row["node"],
+            graph_hash=row["graph_hash"],
+            steps_done=row["steps_done"],
+            created_at=_time(row["created_at"]),
+            updated_at=_time(row["updated_at"]),
+            wake_at=_time(row["wake_at"]),
+            lease_owner=row["lease_owner"],
+            result=serde.loads(row["result"]) if row["result"] is not None else None,
+            error=_error(row["error"]),
+        )
+
+
+def _error(text: str | None) -> BaseException | None:
+    if text is None:
+        return None
+    value = serde.loads(text)
+    return value if isinstance(value, BaseException) else RuntimeError(str(value))
+
+
+class StepRecord(BaseModel):
+    """One line of a run's journal: a step, a recorded value, a timer or an undo."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    key: str
+    status: str
+    attempts: int
+    seq: int | None
+    value: Any = None
+    error: BaseException | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> StepRecord:
+        return cls(
+            key=row["step_key"],
+            status=row["status"],
+            attempts=row["attempts"],
+            seq=row["seq"],
+            value=serde.loads(row["value"]) if row["value"] is not None else None,
+            error=_error(row["error"]),
+            started_at=_time(row["started_at"]),
+            finished_at=_time(row["finished_at"]),
+        )

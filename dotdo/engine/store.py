@@ -1,0 +1,455 @@
+"""The SQLite store: schema, migrations, group commit and leases.
+
+One writer task owns every write. Checkpoints that arrive while a transaction is in flight
+wait in a queue and all go into the next transaction together (group commit), so one fsync
+serves many runs; each run's coroutine resumes only after its own commit. Other writes
+(creating a run, claiming leases) are jobs in that same transaction, each inside a savepoint
+so one failing job cannot undo another's work. Reads use a second connection: in WAL mode
+they see committed data and never wait for the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import aiosqlite
+
+from dotdo.errors import LeaseLost, StoreError
+
+__all__ = [
+    "ACTIVE",
+    "FINISHED",
+    "SCHEMA_VERSION",
+    "Checkpoint",
+    "JournalRow",
+    "Store",
+]
+
+T = TypeVar("T")
+
+ACTIVE = ("running", "waiting")
+FINISHED = ("completed", "failed", "compensated", "cancelled")
+
+_MIGRATIONS: list[str] = [
+    # 1: the initial schema.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE graphs (
+        hash TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        workflow TEXT NOT NULL,
+        graph_hash TEXT NOT NULL REFERENCES graphs(hash),
+        entity_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        node TEXT NOT NULL,
+        state TEXT NOT NULL,
+        input TEXT NOT NULL,
+        result TEXT,
+        error TEXT,
+        wake_at REAL,
+        lease_owner TEXT,
+        lease_until REAL,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        steps_done INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX runs_by_status ON runs(status, wake_at);
+    CREATE INDEX runs_by_owner ON runs(lease_owner);
+    CREATE TABLE steps (
+        run_id TEXT NOT NULL,
+        step_key TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        value TEXT,
+        error TEXT,
+        seq INTEGER,
+        started_at REAL,
+        finished_at REAL,
+        PRIMARY KEY (run_id, step_key)
+    ) WITHOUT ROWID;
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT,
+        event TEXT NOT NULL,
+        data TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        dispatched_at REAL
+    );
+    """,
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class JournalRow:
+    """One line of a run's step journal: started (try_), failed attempt, or completed."""
+
+    key: str
+    status: Literal["started", "completed", "failed"]
+    attempts: int
+    value: str | None = None
+    error: str | None = None
+    seq: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass
+class Checkpoint:
+    """A run's transition, written atomically with its cause (journal) and its sends."""
+
+    run_id: str
+    status: str
+    node: str
+    state: str
+    steps_done: int
+    now: float
+    wake_at: float | None = None
+    result: str | None = None
+    error: str | None = None
+    journal: list[JournalRow] = field(default_factory=list)
+    sends: list[tuple[str, str]] = field(default_factory=list)
+    release: bool = False
+    """Give up the lease (the run now waits or has finished)."""
+
+
+@dataclass
+class _Job:
+    fn: Callable[[aiosqlite.Connection], Awaitable[Any]]
+    future: asyncio.Future[Any]
+
+
+CommitHook = Callable[[str, Sequence[str]], None]
+
+
+class Store:
+    """All persistence of one engine: open it, write through it, close it."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        owner: str,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        commit_hook: CommitHook | None = None,
+    ) -> None:
+        self.path = str(path)
+        self.owner = owner
+        self.synchronous = synchronous
+        self.commit_hook = commit_hook
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._jobs: list[_Job] = []
+        self._checkpoints: list[tuple[Checkpoint, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failed: BaseException | None = None
+        self.batches = 0
+        self.committed = 0
+
+    # -------------------------------------------------------------- lifecycle
+    async def open(self) -> None:
+        try:
+            self._writer = await self._connect()
+            await self._migrate(self._writer)
+            self._reader = await self._connect()
+        except sqlite3.DatabaseError as exc:
+            await self._close_connections()
+            raise StoreError(_describe(self.path, exc)) from None
+        except StoreError:
+            await self._close_connections()
+            raise
+        self._task = asyncio.create_task(self._write_loop(), name="dotdo-store-writer")
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        await conn.execute("PRAGMA busy_timeout = 5000")
+        await conn.execute("PRAGMA journal_mode = WAL")
+        await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        await conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        tables = {
+            r[0]
+            for r in await conn.execute_fetchall(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"
+            )
+        }
+        version = 0
+        if "meta" in tables:
+            rows = list(
+                await conn.execute_fetchall("SELECT value FROM meta WHERE key = 'schema_version'")
+            )
+            version = int(rows[0][0]) if rows else 0
+        elif tables - {"sqlite_sequence"}:
+            raise StoreError(f"{self.path} is an SQLite database, but not a dotdo one")
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this dotdo "
+                f"understands ({SCHEMA_VERSION}); upgrade dotdo to open it"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            for script in _MIGRATIONS[version:]:
+                for statement in filter(str.strip, script.split(";")):
+                    await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        """Finish queued writes, then close. Safe to call twice."""
+        if self._task is not None:
+            if self._failed is None:
+                await self.write(_noop)
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self._close_connections()
+
+    async def abandon(self, error: BaseException) -> None:
+        """Stop at once, committing nothing more (a simulated crash)."""
+        self._failed = error
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self._fail_pending(error)
+        if self._writer is not None:
+            try:
+                await self._writer.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        for conn in (self._writer, self._reader):
+            if conn is not None:
+                try:
+                    await conn.close()
+                except (sqlite3.Error, ValueError):
+                    pass
+        self._writer = self._reader = None
+
+    # ------------------------------------------------------------------ writes
+    async def write(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """Run `fn` inside the next group transaction; returns after it commits."""
+        self._check()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._jobs.append(_Job(fn, future))
+        self._wake.set()
+        return await future
+
+    async def checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Persist a transition; returns once committed. Raises LeaseLost if not ours."""
+        self._check()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._checkpoints.append((checkpoint, future))
+        self._wake.set()
+        await future
+
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise self._failed
+        if self._task is None:
+            raise StoreError("the store is not open")
+
+    async def _write_loop(self) -> None:
+        assert self._writer is not None
+        conn = self._writer
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            jobs, self._jobs = self._jobs, []
+            checkpoints, self._checkpoints = self._checkpoints, []
+            if not jobs and not checkpoints:
+                continue
+            lost: set[str] = set()
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+                outcomes = [await _run_job(conn, job) for job in jobs]
+                if checkpoints:
+                    lost = await self._write_checkpoints(conn, [c for c, _ in checkpoints])
+                run_ids = [c.run_id for c, _ in checkpoints]
+                if self.commit_hook:
+                    self.commit_hook("before_commit", run_ids)
+                await conn.execute("COMMIT")
+                self.batches += 1
+                self.committed += len(checkpoints)
+                if self.commit_hook:
+                    self.commit_hook("after_commit", run_ids)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                try:
+                    await conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                error: BaseException = exc
+                if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                    error = StoreError(f"{self.path} is locked by another process: {exc}")
+                for job in jobs:
+                    _settle(job.future, error=error)
+                for _, future in checkpoints:
+                    _settle(future, error=error)
+                if not isinstance(exc, Exception):
+                    self._failed = exc
+                    self._fail_pending(exc)
+                    return
+                continue
+            for job, (ok, value) in zip(jobs, outcomes, strict=True):
+                _settle(job.future, value=value) if ok else _settle(job.future, error=value)
+            for cp, future in checkpoints:
+                if cp.run_id in lost:
+                    _settle(future, error=LeaseLost(f"run {cp.run_id!r} is owned elsewhere"))
+                else:
+                    _settle(future, value=None)
+
+    def _fail_pending(self, error: BaseException) -> None:
+        for job in self._jobs:
+            _settle(job.future, error=error)
+        for _, future in self._checkpoints:
+            _settle(future, error=error)
+        self._jobs, self._checkpoints = [], []
+
+    async def _write_checkpoints(
+        self, conn: aiosqlite.Connection, checkpoints: list[Checkpoint]
+    ) -> set[str]:
+        params = [
+            (
+                c.status,
+                c.node,
+                c.state,
+                c.wake_at,
+                c.result,
+                c.error,
+                c.steps_done,
+                c.now,
+                int(c.release),
+                int(c.release),
+                c.run_id,
+                self.owner,
+            )
+            for c in checkpoints
+        ]
+        cursor = await conn.executemany(
+            "UPDATE runs SET status = ?, node = ?, state = ?, wake_at = ?, result = ?, "
+            "error = ?, steps_done = ?, updated_at = ?, "
+            "lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END, "
+            "lease_until = CASE WHEN ? THEN NULL ELSE lease_until END "
+            "WHERE run_id = ? AND lease_owner = ?",
+            params,
+        )
+        lost: set[str] = set()
+        if cursor.rowcount != len(checkpoints):
+            ids = [c.run_id for c in checkpoints]
+            marks = ",".join("?" * len(ids))
+            rows = await conn.execute_fetchall(
+                f"SELECT run_id, lease_owner FROM runs WHERE run_id IN ({marks})", ids
+            )
+            owners = {r[0]: r[1] for r in rows}
+            lost = {i for i in ids if owners.get(i) != self.owner}
+            # A run released in this same batch shows a NULL owner now; it was ours.
+            lost -= {c.run_id for c in checkpoints if c.release and owners.get(c.run_id) is None}
+        kept = [c for c in checkpoints if c.run_id not in lost]
+        journal = [
+            (
+                c.run_id,
+                j.key,
+                j.status,
+                j.attempts,
+                j.value,
+                j.error,
+                j.seq,
+                j.started_at,
+                j.finished_at,
+            )
+            for c in kept
+            for j in c.journal
+        ]
+        if journal:
+            await conn.executemany(
+                "INSERT INTO steps(run_id, step_key, status, attempts, value, error, seq, "
+                "started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(run_id, step_key) DO UPDATE SET status = excluded.status, "
+                "attempts = excluded.attempts, value = excluded.value, "
+                "error = excluded.error, seq = excluded.seq, "
+                "started_at = COALESCE(steps.started_at, excluded.started_at), "
+                "finished_at = excluded.finished_at WHERE steps.status != 'completed'",
+                journal,
+            )
+        sends = [(c.run_id, name, data, c.now) for c in kept for name, data in c.sends]
+        if sends:
+            await conn.executemany(
+                "INSERT INTO outbox(run_id, event, data, created_at) VALUES (?, ?, ?, ?)", sends
+            )
+        return lost
+
+    # ------------------------------------------------------------------- reads
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        if self._reader is None:
+            raise StoreError("the store is not open")
+        self._reader.row_factory = sqlite3.Row
+        return list(await self._reader.execute_fetchall(sql, params))
+
+    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        rows = await self.fetch(sql, params)
+        return rows[0] if rows else None
+
+
+async def _noop(conn: aiosqlite.Connection) -> None:
+    return None
+
+
+async def _run_job(conn: aiosqlite.Connection, job: _Job) -> tuple[bool, Any]:
+    await conn.execute("SAVEPOINT job")
+    try:
+        value = await job.fn(conn)
+    except Exception as exc:
+        await conn.execute("ROLLBACK TO job")
+        await conn.execute("RELEASE job")
+        return False, exc
+    await conn.execute("RELEASE job")
+    return True, value
+
+
+def _settle(
+    future: asyncio.Future[Any], *, value: Any = None, error: BaseException | None = None
+) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
+
+
+def _describe(path: str, exc: sqlite3.DatabaseError) -> str:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return f"{path} is not a usable database (corrupt or not SQLite): {text}"
+    if "locked" in text:
+        return f"{path} is locked by another process: {text}"
+    if "unable to open" in text:
+        return f"cannot open {path}: {text}"
+    return f"{path}: {text}"
