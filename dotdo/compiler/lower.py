@@ -13,12 +13,12 @@ from __future__ import annotations
 import ast
 import inspect
 import textwrap
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dotdo.compiler import _scan
+from dotdo.compiler._durable import DurableOps, StepInfo
+from dotdo.compiler._emitter import Cont
 from dotdo.compiler.ir import (
     END,
     BlockNode,
@@ -27,55 +27,14 @@ from dotdo.compiler.ir import (
     EndNode,
     FailNode,
     Graph,
-    Node,
     Param,
-    Policy,
-    RecordNode,
     Region,
-    SendNode,
-    SleepNode,
     StartNode,
-    StepNode,
     Stmt,
 )
 from dotdo.errors import CompileError
 
 __all__ = ["StepInfo", "lower_function"]
-
-_OPTION_NAMES = frozenset(
-    {"step_id", "retries", "backoff", "timeout", "initial_delay", "max_delay"}
-)
-
-
-@dataclass(frozen=True)
-class StepInfo:
-    """What the compiler needs to know of a `@step` method: its policy and its undo."""
-
-    policy: Policy
-    compensator: str | None = None
-
-
-@dataclass(frozen=True)
-class _Ctx:
-    catch: str | None = None
-    fin: str | None = None
-    loops: tuple[str, ...] = ()
-    break_to: str | None = None
-    continue_to: str | None = None
-
-
-@dataclass
-class _Cont:
-    """Loose ends waiting for the next node: (node, field) tails and unresolved labels."""
-
-    tails: list[tuple[str, str]] = field(default_factory=list)
-    labels: list[str] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.tails or self.labels)
-
-    def merge(self, other: _Cont) -> _Cont:
-        return _Cont(self.tails + other.tails, self.labels + other.labels)
 
 
 def lower_function(fn: Callable[..., Any], *, name: str, steps: Mapping[str, StepInfo]) -> Graph:
@@ -105,99 +64,8 @@ def lower_function(fn: Callable[..., Any], *, name: str, steps: Mapping[str, Ste
     return _Lowerer(func, name=name, file=file, indent=indent, steps=steps).lower()
 
 
-class _Lowerer:
-    def __init__(
-        self,
-        func: ast.AsyncFunctionDef,
-        *,
-        name: str,
-        file: str,
-        indent: int,
-        steps: Mapping[str, StepInfo],
-    ) -> None:
-        self.func = func
-        self.file = file
-        self.indent = indent
-        self.steps = steps
-        args = func.args
-        if not args.args:
-            raise self.error(func, "a workflow method needs `self` as its first parameter")
-        self.self_name = args.args[0].arg
-        self.graph = Graph(name=name, file=file, self_name=self.self_name)
-        self.nodes: dict[str, Node] = {}
-        self.order: list[str] = []
-        self.counter = 0
-        self.cont = _Cont()
-        self.buffer: list[ast.stmt] = []
-        self.ctx = _Ctx()
-        self.labels: dict[str, str] = {}
-        self.hidden: dict[str, int] = {}
-        self.step_names: set[str] = set()
-        self.explicit_ids = self._collect_explicit_ids()
-        self.finally_exits: dict[str, str] = {}
-
-    # ----------------------------------------------------------------- helpers
-    def error(self, node: ast.AST, message: str, hint: str | None = None) -> CompileError:
-        return CompileError(
-            message,
-            file=self.file,
-            line=getattr(node, "lineno", 0),
-            col=getattr(node, "col_offset", 0) + self.indent + 1,
-            hint=hint,
-        )
-
-    def new_id(self, prefix: str = "n") -> str:
-        self.counter += 1
-        return f"{prefix}{self.counter}"
-
-    def hidden_name(self, prefix: str, line: int) -> str:
-        name = f"__{prefix}{self.counter + 1}"
-        self.counter += 1
-        self.hidden[name] = line
-        return name
-
-    @contextmanager
-    def scope(self, **changes: Any) -> Iterator[None]:
-        saved = self.ctx
-        self.ctx = replace(saved, **changes)
-        try:
-            yield
-        finally:
-            self.ctx = saved
-
-    def take(self) -> _Cont:
-        self.flush()
-        cont, self.cont = self.cont, _Cont()
-        return cont
-
-    def add_node(self, node: Node) -> None:
-        if node.catch is None:
-            node.catch = self.ctx.catch
-        if node.fin is None:
-            node.fin = self.ctx.fin
-        self.nodes[node.id] = node
-        self.order.append(node.id)
-
-    def emit(self, node: Node, *, tails: tuple[str, ...] = ("next",)) -> Node:
-        """Add a node, wiring the loose ends to it; its own `tails` become the new ones."""
-        self.flush()
-        self.add_node(node)
-        self.connect(self.cont, node.id)
-        self.cont = _Cont([(node.id, t) for t in tails])
-        return node
-
-    def connect(self, cont: _Cont, target: str) -> None:
-        for node_id, attr in cont.tails:
-            setattr(self.nodes[node_id], attr, target)
-        for label in cont.labels:
-            self.labels[label] = target
-
-    def jump_to(self, target: str) -> None:
-        cont = self.take()
-        self.connect(cont, target)
-
-    def dead(self) -> bool:
-        return not self.cont and not self.buffer
+class _Lowerer(DurableOps):
+    """Statement lowering: control flow becomes choices, back edges and finally regions."""
 
     # -------------------------------------------------------------- entry point
     def lower(self) -> Graph:
@@ -257,118 +125,12 @@ class _Lowerer:
             params.append(Param(name=args.kwarg.arg, kind="varkw"))
         self.graph.params = params[1:]
 
-    def resolve_labels(self) -> None:
-        def res(ref: str | None) -> str | None:
-            seen = set()
-            while ref is not None and ref in self.labels and ref not in seen:
-                seen.add(ref)
-                ref = self.labels[ref]
-            return ref
-
-        for node in self.nodes.values():
-            for attr in ("next", "catch", "then", "orelse", "breaks_to", "continues_to"):
-                if hasattr(node, attr):
-                    setattr(node, attr, res(getattr(node, attr)))
-        for region in self.graph.regions.values():
-            region.entry = res(region.entry) or END
-            region.members = sorted({res(m) or m for m in region.members})
-
-    def prune(self) -> None:
-        """Drop nodes no path reaches (dead code after a return is legal Python)."""
-        reachable: set[str] = set()
-        todo = ["start"]
-        edges: dict[str, set[str]] = {}
-        for src, dst, _ in self.graph.model_copy(update={"nodes": self.nodes}).edges():
-            edges.setdefault(src, set()).add(dst)
-        for region_id, exit_id in self.finally_exits.items():
-            # A finally exit may resume a return or jump passing through it.
-            parent = self.graph.regions[region_id].parent
-            if parent is not None:
-                edges.setdefault(exit_id, set()).add(self.graph.regions[parent].entry)
-        while todo:
-            current = todo.pop()
-            if current in reachable or current not in self.nodes:
-                continue
-            reachable.add(current)
-            todo.extend(edges.get(current, ()))
-        reachable.add(END)
-        self.nodes = {k: v for k, v in self.nodes.items() if k in reachable}
-
-    def fill_finally_targets(self) -> None:
-        """Give each finally exit its possible resume targets, so the diagram shows them."""
-        regions = self.graph.regions
-        passing: dict[str, set[str]] = {rid: set() for rid in regions}
-        for node in self.nodes.values():
-            if not isinstance(node, BlockNode):
-                continue
-            jumps = [t for t in (node.breaks_to, node.continues_to) if t]
-            if node.returns:
-                jumps.append(END)
-            for target in jumps:
-                rid = node.fin
-                while rid is not None and target not in regions[rid].members:
-                    passing[rid].add(target)
-                    rid = regions[rid].parent
-        for rid, exit_id in self.finally_exits.items():
-            exit_node = self.nodes.get(exit_id)
-            if not isinstance(exit_node, EndFinallyNode):
-                continue
-            parent = regions[rid].parent
-            targets = set()
-            for target in passing[rid]:
-                if parent is not None and target not in regions[parent].members:
-                    targets.add(regions[parent].entry)
-                else:
-                    targets.add(target)
-            exit_node.targets = sorted(targets)
-
-    def _collect_explicit_ids(self) -> set[str]:
-        seen: dict[str, ast.AST] = {}
-        for node in ast.walk(self.func):
-            if not isinstance(node, ast.Call) or _scan.durable_op(
-                node, self.self_name, self.steps
-            ) not in ("do", "try_"):
-                continue
-            for kw in node.keywords:
-                if kw.arg != "step_id":
-                    continue
-                if not (isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str)):
-                    raise self.error(
-                        kw.value,
-                        "step_id must be a string literal",
-                        "ids inside loops are qualified by iteration automatically",
-                    )
-                if kw.value.value in seen:
-                    raise self.error(
-                        kw.value,
-                        f"step id {kw.value.value!r} is used by two call sites",
-                        f"the other one is on line {getattr(seen[kw.value.value], 'lineno', 0)}",
-                    )
-                seen[kw.value.value] = kw.value
-        return set(seen)
-
-    def step_name(self, base: str) -> str:
-        name, n = base, 1
-        while name in self.step_names or name in self.explicit_ids:
-            n += 1
-            name = f"{base}_{n}"
-        self.step_names.add(name)
-        return name
-
     # -------------------------------------------------------------- statements
     def lower_body(self, stmts: list[ast.stmt]) -> None:
         for stmt in stmts:
             if self.dead():
                 return
             self.lower_stmt(stmt)
-
-    def needs_lowering(self, stmt: ast.AST) -> bool:
-        for node in _scan.walk_same_scope(stmt):
-            if isinstance(node, ast.Await):
-                return True
-            if _scan.durable_op(node, self.self_name, self.steps) is not None:
-                return True
-        return False
 
     def lower_stmt(self, stmt: ast.stmt) -> None:
         self.reject_unsupported(stmt)
@@ -422,292 +184,16 @@ class _Lowerer:
                 if node.func.id == "super":
                     raise self.error(node, "super() cannot be used in a workflow body")
 
-    def add_plain(self, stmt: ast.stmt) -> None:
-        self.buffer.append(stmt)
-        if _scan.is_terminal(stmt):
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.buffer:
-            return
-        stmts, self.buffer = self.buffer, []
-        breaks = continues = False
-        for s in stmts:
-            b, c = _scan.escaping_jumps(s)
-            breaks, continues = breaks or b, continues or c
-        block = BlockNode(
-            id=self.new_id("b"),
-            line=stmts[0].lineno,
-            code=[Stmt(line=s.lineno, src=ast.unparse(s)) for s in stmts],
-            returns=any(_scan.has_return(s) for s in stmts),
-            breaks_to=self.ctx.break_to if breaks else None,
-            continues_to=self.ctx.continue_to if continues else None,
-        )
-        self.add_node(block)
-        self.connect(self.cont, block.id)
-        self.cont = _Cont() if _scan.is_terminal(stmts[-1]) else _Cont([(block.id, "next")])
-
-    def lower_simple(self, stmt: ast.stmt) -> None:
-        """Assignments, expression statements, returns... holding durable operations."""
-        if isinstance(stmt, ast.Expr):
-            value = stmt.value
-            if isinstance(value, ast.Await) and self.is_awaited_op(value.value):
-                self.emit_op(value, result=None)
-                return
-            if _scan.durable_op(value, self.self_name, self.steps) == "send":
-                assert isinstance(value, ast.Call)
-                self.emit_send(value)
-                return
-        if (
-            isinstance(stmt, ast.Assign)
-            and len(stmt.targets) == 1
-            and isinstance(stmt.targets[0], ast.Name)
-            and isinstance(stmt.value, ast.Await)
-            and self.is_awaited_op(stmt.value.value)
-        ):
-            self.emit_op(stmt.value, result=stmt.targets[0].id)
-            return
-        if (
-            isinstance(stmt, ast.AnnAssign)
-            and isinstance(stmt.target, ast.Name)
-            and isinstance(stmt.value, ast.Await)
-            and self.is_awaited_op(stmt.value.value)
-        ):
-            self.emit_op(stmt.value, result=stmt.target.id)
-            return
-        rewritten = self.hoist(stmt)
-        assert isinstance(rewritten, ast.stmt)
-        self.add_plain(rewritten)
-
-    def is_awaited_op(self, call: ast.AST) -> bool:
-        op = _scan.durable_op(call, self.self_name, self.steps)
-        return op in _scan.AWAITED_OPS or op == "step"
-
-    # ------------------------------------------------------------------ hoisting
-    def hoist(self, node: ast.AST) -> ast.AST:
-        """Emit every durable operation inside `node`, in order; return `node` without them."""
-        lowerer = self
-
-        class Hoister(ast.NodeTransformer):
-            def visit_Await(self, node: ast.Await) -> ast.AST:
-                if not lowerer.is_awaited_op(node.value):
-                    lowerer.reject_await(node)
-                temp = lowerer.hidden_name("v", node.lineno)
-                lowerer.emit_op(node, result=temp)
-                return ast.copy_location(ast.Name(id=temp, ctx=ast.Load()), node)
-
-            def visit_Call(self, node: ast.Call) -> ast.AST:
-                op = _scan.durable_op(node, lowerer.self_name, lowerer.steps)
-                if op in ("now", "uuid", "random"):
-                    temp = lowerer.hidden_name("v", node.lineno)
-                    lowerer.emit_record(node, op, temp)
-                    return ast.copy_location(ast.Name(id=temp, ctx=ast.Load()), node)
-                if op == "send":
-                    raise lowerer.error(node, "self.send(...) must be a statement of its own")
-                if op is not None:
-                    raise lowerer.error(
-                        node,
-                        f"`{ast.unparse(node.func)}(...)` must be awaited",
-                        "write `await` before it",
-                    )
-                self.generic_visit(node)
-                return node
-
-            def visit_BoolOp(self, node: ast.BoolOp) -> ast.AST:
-                node.values[0] = self.visit(node.values[0])
-                for value in node.values[1:]:
-                    lowerer.forbid_inside(
-                        value, "the right side of `and`/`or`", "use an if statement"
-                    )
-                return node
-
-            def visit_IfExp(self, node: ast.IfExp) -> ast.AST:
-                node.test = self.visit(node.test)
-                lowerer.forbid_inside(node.body, "a conditional expression", "use an if statement")
-                lowerer.forbid_inside(
-                    node.orelse, "a conditional expression", "use an if statement"
-                )
-                return node
-
-            def visit_Lambda(self, node: ast.Lambda) -> ast.AST:
-                lowerer.forbid_inside(
-                    node.body, "a lambda", "await the durable call in the workflow body"
-                )
-                return node
-
-            def _comprehension(self, node: ast.AST) -> ast.AST:
-                lowerer.forbid_inside(node, "a comprehension", "use a for loop")
-                return node
-
-            visit_ListComp = visit_SetComp = visit_DictComp = _comprehension
-            visit_GeneratorExp = _comprehension
-
-        result: ast.AST = Hoister().visit(node)
-        return result
-
-    def forbid_inside(self, node: ast.AST, where: str, hint: str) -> None:
-        for inner in ast.walk(node):
-            if isinstance(inner, ast.Await) or (
-                _scan.durable_op(inner, self.self_name, self.steps) is not None
-            ):
-                raise self.error(inner, f"a durable operation cannot be inside {where}", hint)
-
-    def reject_await(self, node: ast.Await) -> None:
-        op = _scan.durable_op(node.value, self.self_name, self.steps)
-        if op == "later":
-            raise self.error(
-                node,
-                f"`{ast.unparse(node.value)}` is not supported by this version of dotdo",
-                "approvals, events and cascades land with the hibernation feature",
-            )
-        raise self.error(
-            node,
-            "only durable operations can be awaited in a workflow",
-            "wrap the call in `await self.do(fn, ...)` or make it a @step method",
-        )
-
-    # ---------------------------------------------------------- durable nodes
-    def options(self, call: ast.Call) -> tuple[dict[str, Any], list[ast.keyword]]:
-        options: dict[str, Any] = {}
-        rest: list[ast.keyword] = []
-        for kw in call.keywords:
-            if kw.arg in _OPTION_NAMES:
-                try:
-                    options[kw.arg] = ast.literal_eval(kw.value)
-                except ValueError:
-                    raise self.error(
-                        kw.value, f"`{kw.arg}=` must be a literal", "policies are part of the graph"
-                    ) from None
-            else:
-                rest.append(kw)
-        return options, rest
-
-    def emit_op(self, node: ast.Await, result: str | None) -> None:
-        call = node.value
-        assert isinstance(call, ast.Call)
-        op = _scan.durable_op(call, self.self_name, self.steps)
-        # Durable calls nested in the arguments run first, in order.
-        call = self.hoist_args(call)
-        assert isinstance(call.func, ast.Attribute)
-        if op in ("sleep", "sleep_until"):
-            if len(call.args) != 1 or call.keywords:
-                raise self.error(call, f"self.{op}() takes exactly one argument")
-            arg = ast.unparse(call.args[0])
-            self.emit(
-                SleepNode(
-                    id=self.new_id("s"),
-                    line=call.lineno,
-                    name=self.step_name(op),
-                    duration=arg if op == "sleep" else None,
-                    until=arg if op == "sleep_until" else None,
-                    loops=list(self.ctx.loops),
-                )
-            )
-            if result is not None:
-                self.buffer.append(ast.parse(f"{result} = None").body[0])
-            return
-        options, keywords = self.options(call) if op != "step" else ({}, call.keywords)
-        if op == "step":
-            target: ast.expr = call.func
-            args = call.args
-            method = call.func.attr
-        else:
-            if not call.args:
-                raise self.error(call, f"self.{op}() needs the function to call first")
-            target, args = call.args[0], call.args[1:]
-            method = self.method_of(target) or ""
-        info = self.steps.get(method) if method else None
-        policy = info.policy if info else Policy()
-        if op == "try_":
-            policy = Policy(retries=0, timeout=options.get("timeout", policy.timeout))
-            for bad in ("retries", "backoff", "initial_delay", "max_delay"):
-                if bad in options:
-                    raise self.error(call, f"try_ runs once; `{bad}=` does not apply")
-        else:
-            policy = policy.model_copy(update={k: v for k, v in options.items() if k != "step_id"})
-        explicit = options.get("step_id")
-        name = explicit if explicit else self.step_name(method or self.describe(target) or "do")
-        self.emit(
-            StepNode(
-                id=self.new_id("t"),
-                line=call.lineno,
-                mode="try" if op == "try_" else "do",
-                name=name,
-                call=ast.unparse(target),
-                args=[ast.unparse(a) for a in args],
-                kwargs=[(kw.arg, ast.unparse(kw.value)) for kw in keywords],
-                result=result,
-                policy=policy,
-                compensate=info.compensator if info else None,
-                loops=list(self.ctx.loops),
-            )
-        )
-
-    def hoist_args(self, call: ast.Call) -> ast.Call:
-        call.args = [self.hoist(a) for a in call.args]  # type: ignore[misc]
-        for kw in call.keywords:
-            kw.value = self.hoist(kw.value)  # type: ignore[assignment]
-        return call
-
-    def method_of(self, target: ast.expr) -> str | None:
-        """`self.name` -> name; a lambda whose body calls `self.name(...)` -> name."""
-        if isinstance(target, ast.Lambda) and isinstance(target.body, ast.Call):
-            target = target.body.func
-        if (
-            isinstance(target, ast.Attribute)
-            and isinstance(target.value, ast.Name)
-            and target.value.id == self.self_name
-        ):
-            return target.attr
-        return None
-
-    @staticmethod
-    def describe(target: ast.expr) -> str | None:
-        if isinstance(target, ast.Lambda) and isinstance(target.body, ast.Call):
-            target = target.body.func
-        if isinstance(target, ast.Name):
-            return target.id
-        if isinstance(target, ast.Attribute):
-            return target.attr
-        return None
-
-    def emit_record(self, call: ast.Call, what: str, result: str) -> None:
-        if call.args or call.keywords:
-            raise self.error(call, f"self.{what}() takes no arguments")
-        self.emit(
-            RecordNode(
-                id=self.new_id("r"),
-                line=call.lineno,
-                what=what,  # type: ignore[arg-type]
-                name=self.step_name(what),
-                result=result,
-                loops=list(self.ctx.loops),
-            )
-        )
-
-    def emit_send(self, call: ast.Call) -> None:
-        call = self.hoist_args(call)
-        if call.keywords or not 1 <= len(call.args) <= 2:
-            raise self.error(call, "self.send takes an event name and optional data")
-        self.emit(
-            SendNode(
-                id=self.new_id("e"),
-                line=call.lineno,
-                event=ast.unparse(call.args[0]),
-                data=ast.unparse(call.args[1]) if len(call.args) > 1 else "None",
-            )
-        )
-
     # ------------------------------------------------------------ control flow
     def lower_if(self, stmt: ast.If) -> None:
         test = self.hoist(stmt.test)
         assert isinstance(test, ast.expr)
         choice = ChoiceNode(id=self.new_id("c"), line=stmt.lineno, cond=ast.unparse(test))
         self.emit(choice, tails=())
-        self.cont = _Cont([(choice.id, "then")])
+        self.cont = Cont([(choice.id, "then")])
         self.lower_body(stmt.body)
         after_body = self.take()
-        self.cont = _Cont([(choice.id, "orelse")])
+        self.cont = Cont([(choice.id, "orelse")])
         self.lower_body(stmt.orelse)
         self.cont = self.take().merge(after_body)
 
@@ -741,13 +227,13 @@ class _Lowerer:
         self, stmt: ast.For | ast.While, choice: ChoiceNode, head: str, counter: str, prelude: str
     ) -> None:
         exit_label = self.new_id("X")
-        self.cont = _Cont([(choice.id, "then")])
+        self.cont = Cont([(choice.id, "then")])
         for s in ast.parse(prelude).body:
             self.buffer.append(ast.fix_missing_locations(ast.copy_location(s, stmt)))
         with self.scope(loops=(*self.ctx.loops, counter), break_to=exit_label, continue_to=head):
             self.lower_body(stmt.body)
             self.jump_to(head)
-        self.cont = _Cont([(choice.id, "orelse")])
+        self.cont = Cont([(choice.id, "orelse")])
         self.lower_body(stmt.orelse)
         self.cont = self.take()
         self.cont.labels.append(exit_label)
@@ -795,9 +281,9 @@ class _Lowerer:
         self.emit(end)
         self.finally_exits[rid] = end.id
 
-    def lower_handlers(self, handlers: list[ast.ExceptHandler], dispatch: str) -> _Cont:
-        done = _Cont()
-        self.cont = _Cont()
+    def lower_handlers(self, handlers: list[ast.ExceptHandler], dispatch: str) -> Cont:
+        done = Cont()
+        self.cont = Cont()
         for i, handler in enumerate(handlers):
             saved = self.hidden_name("exc", handler.lineno)
             binding = f"{saved} = __exc"
@@ -817,14 +303,14 @@ class _Lowerer:
                     cond=f"isinstance(__exc, {ast.unparse(handler.type)})",
                 )
                 self.emit(choice, tails=())
-                self.cont = _Cont([(choice.id, "then")])
+                self.cont = Cont([(choice.id, "then")])
             for s in ast.parse(binding).body:
                 self.buffer.append(ast.fix_missing_locations(ast.copy_location(s, handler)))
             self.lower_body(body)
             done = done.merge(self.take())
             if handler.type is None:
                 return done
-            self.cont = _Cont([(choice.id, "orelse")])
+            self.cont = Cont([(choice.id, "orelse")])
         self.emit(FailNode(id=self.new_id("x"), line=handlers[-1].lineno, expr="__exc"), tails=())
         return done
 

@@ -1,0 +1,344 @@
+"""Durable operations inside a workflow body: finding them, hoisting them out of
+expressions in evaluation order, and emitting their graph nodes (step, record, send, sleep).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dotdo.compiler import _scan
+from dotdo.compiler._emitter import Emitter
+from dotdo.compiler.ir import Policy, RecordNode, SendNode, SleepNode, StepNode
+
+__all__ = ["DurableOps", "StepInfo"]
+
+_OPTION_NAMES = frozenset(
+    {"step_id", "retries", "backoff", "timeout", "initial_delay", "max_delay"}
+)
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What the compiler needs to know of a `@step` method: its policy and its undo."""
+
+    policy: Policy
+    compensator: str | None = None
+
+
+class DurableOps(Emitter):
+    """Recognises and emits durable operations; statement lowering builds on it."""
+
+    def __init__(
+        self,
+        func: ast.AsyncFunctionDef,
+        *,
+        name: str,
+        file: str,
+        indent: int,
+        steps: Mapping[str, StepInfo],
+    ) -> None:
+        args = func.args
+        self_name = args.args[0].arg if args.args else "self"
+        super().__init__(name=name, file=file, indent=indent, self_name=self_name)
+        self.func = func
+        self.steps = steps
+        self.self_name = self_name
+        if not args.args:
+            raise self.error(func, "a workflow method needs `self` as its first parameter")
+        self.step_names: set[str] = set()
+        self.explicit_ids = self._collect_explicit_ids()
+
+    def _collect_explicit_ids(self) -> set[str]:
+        seen: dict[str, ast.AST] = {}
+        for node in ast.walk(self.func):
+            if not isinstance(node, ast.Call) or _scan.durable_op(
+                node, self.self_name, self.steps
+            ) not in ("do", "try_"):
+                continue
+            for kw in node.keywords:
+                if kw.arg != "step_id":
+                    continue
+                if not (isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str)):
+                    raise self.error(
+                        kw.value,
+                        "step_id must be a string literal",
+                        "ids inside loops are qualified by iteration automatically",
+                    )
+                if kw.value.value in seen:
+                    raise self.error(
+                        kw.value,
+                        f"step id {kw.value.value!r} is used by two call sites",
+                        f"the other one is on line {getattr(seen[kw.value.value], 'lineno', 0)}",
+                    )
+                seen[kw.value.value] = kw.value
+        return set(seen)
+
+    def step_name(self, base: str) -> str:
+        name, n = base, 1
+        while name in self.step_names or name in self.explicit_ids:
+            n += 1
+            name = f"{base}_{n}"
+        self.step_names.add(name)
+        return name
+
+    def needs_lowering(self, stmt: ast.AST) -> bool:
+        for node in _scan.walk_same_scope(stmt):
+            if isinstance(node, ast.Await):
+                return True
+            if _scan.durable_op(node, self.self_name, self.steps) is not None:
+                return True
+        return False
+
+    def lower_simple(self, stmt: ast.stmt) -> None:
+        """Assignments, expression statements, returns... holding durable operations."""
+        if isinstance(stmt, ast.Expr):
+            value = stmt.value
+            if isinstance(value, ast.Await) and self.is_awaited_op(value.value):
+                self.emit_op(value, result=None)
+                return
+            if _scan.durable_op(value, self.self_name, self.steps) == "send":
+                assert isinstance(value, ast.Call)
+                self.emit_send(value)
+                return
+        if (
+            isinstance(stmt, ast.Assign)
+            and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0], ast.Name)
+            and isinstance(stmt.value, ast.Await)
+            and self.is_awaited_op(stmt.value.value)
+        ):
+            self.emit_op(stmt.value, result=stmt.targets[0].id)
+            return
+        if (
+            isinstance(stmt, ast.AnnAssign)
+            and isinstance(stmt.target, ast.Name)
+            and isinstance(stmt.value, ast.Await)
+            and self.is_awaited_op(stmt.value.value)
+        ):
+            self.emit_op(stmt.value, result=stmt.target.id)
+            return
+        rewritten = self.hoist(stmt)
+        assert isinstance(rewritten, ast.stmt)
+        self.add_plain(rewritten)
+
+    def is_awaited_op(self, call: ast.AST) -> bool:
+        op = _scan.durable_op(call, self.self_name, self.steps)
+        return op in _scan.AWAITED_OPS or op == "step"
+
+    # ------------------------------------------------------------------ hoisting
+    def hoist(self, node: ast.AST) -> ast.AST:
+        """Emit every durable operation inside `node`, in order; return `node` without them."""
+        lowerer = self
+
+        class Hoister(ast.NodeTransformer):
+            def visit_Await(self, node: ast.Await) -> ast.AST:
+                if not lowerer.is_awaited_op(node.value):
+                    lowerer.reject_await(node)
+                temp = lowerer.hidden_name("v", node.lineno)
+                lowerer.emit_op(node, result=temp)
+                return ast.copy_location(ast.Name(id=temp, ctx=ast.Load()), node)
+
+            def visit_Call(self, node: ast.Call) -> ast.AST:
+                op = _scan.durable_op(node, lowerer.self_name, lowerer.steps)
+                if op in ("now", "uuid", "random"):
+                    temp = lowerer.hidden_name("v", node.lineno)
+                    lowerer.emit_record(node, op, temp)
+                    return ast.copy_location(ast.Name(id=temp, ctx=ast.Load()), node)
+                if op == "send":
+                    raise lowerer.error(node, "self.send(...) must be a statement of its own")
+                if op is not None:
+                    raise lowerer.error(
+                        node,
+                        f"`{ast.unparse(node.func)}(...)` must be awaited",
+                        "write `await` before it",
+                    )
+                self.generic_visit(node)
+                return node
+
+            def visit_BoolOp(self, node: ast.BoolOp) -> ast.AST:
+                node.values[0] = self.visit(node.values[0])
+                for value in node.values[1:]:
+                    lowerer.forbid_inside(
+                        value, "the right side of `and`/`or`", "use an if statement"
+                    )
+                return node
+
+            def visit_IfExp(self, node: ast.IfExp) -> ast.AST:
+                node.test = self.visit(node.test)
+                lowerer.forbid_inside(node.body, "a conditional expression", "use an if statement")
+                lowerer.forbid_inside(
+                    node.orelse, "a conditional expression", "use an if statement"
+                )
+                return node
+
+            def visit_Lambda(self, node: ast.Lambda) -> ast.AST:
+                lowerer.forbid_inside(
+                    node.body, "a lambda", "await the durable call in the workflow body"
+                )
+                return node
+
+            def _comprehension(self, node: ast.AST) -> ast.AST:
+                lowerer.forbid_inside(node, "a comprehension", "use a for loop")
+                return node
+
+            visit_ListComp = visit_SetComp = visit_DictComp = _comprehension
+            visit_GeneratorExp = _comprehension
+
+        result: ast.AST = Hoister().visit(node)
+        return result
+
+    def forbid_inside(self, node: ast.AST, where: str, hint: str) -> None:
+        for inner in ast.walk(node):
+            if isinstance(inner, ast.Await) or (
+                _scan.durable_op(inner, self.self_name, self.steps) is not None
+            ):
+                raise self.error(inner, f"a durable operation cannot be inside {where}", hint)
+
+    def reject_await(self, node: ast.Await) -> None:
+        op = _scan.durable_op(node.value, self.self_name, self.steps)
+        if op == "later":
+            raise self.error(
+                node,
+                f"`{ast.unparse(node.value)}` is not supported by this version of dotdo",
+                "approvals, events and cascades land with the hibernation feature",
+            )
+        raise self.error(
+            node,
+            "only durable operations can be awaited in a workflow",
+            "wrap the call in `await self.do(fn, ...)` or make it a @step method",
+        )
+
+    # ---------------------------------------------------------- durable nodes
+    def options(self, call: ast.Call) -> tuple[dict[str, Any], list[ast.keyword]]:
+        options: dict[str, Any] = {}
+        rest: list[ast.keyword] = []
+        for kw in call.keywords:
+            if kw.arg in _OPTION_NAMES:
+                try:
+                    options[kw.arg] = ast.literal_eval(kw.value)
+                except ValueError:
+                    raise self.error(
+                        kw.value, f"`{kw.arg}=` must be a literal", "policies are part of the graph"
+                    ) from None
+            else:
+                rest.append(kw)
+        return options, rest
+
+    def emit_op(self, node: ast.Await, result: str | None) -> None:
+        call = node.value
+        assert isinstance(call, ast.Call)
+        op = _scan.durable_op(call, self.self_name, self.steps)
+        # Durable calls nested in the arguments run first, in order.
+        call = self.hoist_args(call)
+        assert isinstance(call.func, ast.Attribute)
+        if op in ("sleep", "sleep_until"):
+            if len(call.args) != 1 or call.keywords:
+                raise self.error(call, f"self.{op}() takes exactly one argument")
+            arg = ast.unparse(call.args[0])
+            self.emit(
+                SleepNode(
+                    id=self.new_id("s"),
+                    line=call.lineno,
+                    name=self.step_name(op),
+                    duration=arg if op == "sleep" else None,
+                    until=arg if op == "sleep_until" else None,
+                    loops=list(self.ctx.loops),
+                )
+            )
+            if result is not None:
+                self.buffer.append(ast.parse(f"{result} = None").body[0])
+            return
+        options, keywords = self.options(call) if op != "step" else ({}, call.keywords)
+        if op == "step":
+            target: ast.expr = call.func
+            args = call.args
+            method = call.func.attr
+        else:
+            if not call.args:
+                raise self.error(call, f"self.{op}() needs the function to call first")
+            target, args = call.args[0], call.args[1:]
+            method = self.method_of(target) or ""
+        info = self.steps.get(method) if method else None
+        policy = info.policy if info else Policy()
+        if op == "try_":
+            policy = Policy(retries=0, timeout=options.get("timeout", policy.timeout))
+            for bad in ("retries", "backoff", "initial_delay", "max_delay"):
+                if bad in options:
+                    raise self.error(call, f"try_ runs once; `{bad}=` does not apply")
+        else:
+            policy = policy.model_copy(update={k: v for k, v in options.items() if k != "step_id"})
+        explicit = options.get("step_id")
+        name = explicit if explicit else self.step_name(method or self.describe(target) or "do")
+        self.emit(
+            StepNode(
+                id=self.new_id("t"),
+                line=call.lineno,
+                mode="try" if op == "try_" else "do",
+                name=name,
+                call=ast.unparse(target),
+                args=[ast.unparse(a) for a in args],
+                kwargs=[(kw.arg, ast.unparse(kw.value)) for kw in keywords],
+                result=result,
+                policy=policy,
+                compensate=info.compensator if info else None,
+                loops=list(self.ctx.loops),
+            )
+        )
+
+    def hoist_args(self, call: ast.Call) -> ast.Call:
+        call.args = [self.hoist(a) for a in call.args]  # type: ignore[misc]
+        for kw in call.keywords:
+            kw.value = self.hoist(kw.value)  # type: ignore[assignment]
+        return call
+
+    def method_of(self, target: ast.expr) -> str | None:
+        """`self.name` -> name; a lambda whose body calls `self.name(...)` -> name."""
+        if isinstance(target, ast.Lambda) and isinstance(target.body, ast.Call):
+            target = target.body.func
+        if (
+            isinstance(target, ast.Attribute)
+            and isinstance(target.value, ast.Name)
+            and target.value.id == self.self_name
+        ):
+            return target.attr
+        return None
+
+    @staticmethod
+    def describe(target: ast.expr) -> str | None:
+        if isinstance(target, ast.Lambda) and isinstance(target.body, ast.Call):
+            target = target.body.func
+        if isinstance(target, ast.Name):
+            return target.id
+        if isinstance(target, ast.Attribute):
+            return target.attr
+        return None
+
+    def emit_record(self, call: ast.Call, what: str, result: str) -> None:
+        if call.args or call.keywords:
+            raise self.error(call, f"self.{what}() takes no arguments")
+        self.emit(
+            RecordNode(
+                id=self.new_id("r"),
+                line=call.lineno,
+                what=what,  # type: ignore[arg-type]
+                name=self.step_name(what),
+                result=result,
+                loops=list(self.ctx.loops),
+            )
+        )
+
+    def emit_send(self, call: ast.Call) -> None:
+        call = self.hoist_args(call)
+        if call.keywords or not 1 <= len(call.args) <= 2:
+            raise self.error(call, "self.send takes an event name and optional data")
+        self.emit(
+            SendNode(
+                id=self.new_id("e"),
+                line=call.lineno,
+                event=ast.unparse(call.args[0]),
+                data=ast.unparse(call.args[1]) if len(call.args) > 1 else "None",
+            )
+        )

@@ -1,0 +1,348 @@
+"""Driving one run: perform the interpreter's commands and persist each transition.
+
+Every step's outcome is committed in one transaction with the run's next state, its journal
+line and the events it sent (the outbox); the run proceeds only after that commit. `try_`
+steps are journalled as started before they run, so a crash mid-attempt is detected on
+recovery and the step fails with `StepInterrupted` instead of running twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from dotdo.compiler.codegen import Program
+from dotdo.dsl.decorators import WorkflowDef
+from dotdo.dsl.do import DO
+from dotdo.engine import serde
+from dotdo.engine._state import dump_error, encode_state
+from dotdo.engine.clock import Clock
+from dotdo.engine.context import StepContext, enter_step, leave_step
+from dotdo.engine.interpreter import (
+    Call,
+    Event,
+    Finish,
+    Record,
+    Recorded,
+    RunState,
+    StepErr,
+    StepOk,
+    Transition,
+    Wait,
+    advance,
+)
+from dotdo.engine.store import Checkpoint, JournalRow, Store
+from dotdo.errors import DotdoError, LeaseLost, SerializationError, StepInterrupted, StepTimeout
+
+__all__ = ["FaultHook", "RunDriver"]
+
+log = logging.getLogger("dotdo.engine")
+
+FaultHook = Callable[[str, str], None]
+"""Called as hook(point, run_id) at every durable boundary; raising a BaseException there
+(dotdo.testing.SimulatedCrash) stops the engine as if its process had died. Points:
+"before_step", "after_step" (executed, not yet recorded), "before_commit", "after_commit"."""
+
+_FINAL = {"completed": "completed", "failed": "failed", "compensated": "compensated"}
+
+
+class _Run:
+    """A run this engine is advancing right now (in memory only while it is runnable)."""
+
+    def __init__(
+        self,
+        run_id: str,
+        workflow: WorkflowDef[Any],
+        program: Program,
+        state: RunState,
+        instance: DO,
+        steps_done: int,
+    ) -> None:
+        self.run_id = run_id
+        self.workflow = workflow
+        self.program = program
+        self.state = state
+        self.instance = instance
+        self.steps_done = steps_done
+        self.cancel = False
+
+
+class RunDriver:
+    """The part of the engine that advances runs; `Engine` adds the API and background work."""
+
+    clock: Clock
+    faults: FaultHook | None
+    _active: dict[str, asyncio.Task[None]]
+    _runs: dict[str, _Run]
+    _waiters: dict[str, list[asyncio.Future[None]]]
+    _kick: asyncio.Event
+    _closing: bool
+    _crashed: BaseException | None
+
+    @property
+    def store(self) -> Store:
+        raise NotImplementedError
+
+    async def _crash(self, error: BaseException) -> None:
+        raise NotImplementedError
+
+    def _commit_hook(self, point: str, run_ids: Iterable[str]) -> None:
+        if self.faults:
+            for run_id in run_ids:
+                self.faults(point, run_id)
+
+    def _fault(self, point: str, run_id: str) -> None:
+        if self.faults:
+            self.faults(point, run_id)
+
+    def _spawn(self, run: _Run, event: Event, *, recovered: bool = False) -> None:
+        if self._closing or self._crashed is not None:
+            return
+        task = asyncio.create_task(
+            self._guard(run, event, recovered), name=f"dotdo-run-{run.run_id}"
+        )
+        self._active[run.run_id] = task
+        self._runs[run.run_id] = run
+
+    async def _guard(self, run: _Run, event: Event, recovered: bool) -> None:
+        try:
+            await self._drive(run, event, recovered)
+        except LeaseLost:
+            log.info("run %s is now owned by another process", run.run_id)
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("engine error while advancing run %s; it stays for recovery", run.run_id)
+        except BaseException as crash:
+            await self._crash(crash)
+        finally:
+            self._active.pop(run.run_id, None)
+            self._runs.pop(run.run_id, None)
+
+    async def _drive(self, run: _Run, event: Event, recovered: bool) -> None:
+        now = self.clock.now()
+        t = advance(run.program, run.instance, run.state, event, now)
+        sends = list(t.sends)
+        journal: list[JournalRow] = []
+        first = recovered
+        while True:
+            command = t.command
+            if run.cancel:
+                await self._finish_cancelled(run, journal, sends)
+                return
+            if journal or isinstance(command, Wait | Finish):
+                await self._commit(run, t, journal, sends)
+                journal, sends = [], []
+            if isinstance(command, Wait | Finish) or self._closing:
+                return
+            if isinstance(command, Record):
+                value = self._record(command.what)
+                journal = [
+                    JournalRow(
+                        command.key,
+                        "completed",
+                        1,
+                        value=serde.dumps(value),
+                        seq=run.steps_done + 1,
+                        finished_at=self.clock.now(),
+                    )
+                ]
+                run.steps_done += 1
+                t = advance(run.program, run.instance, t.state, Recorded(value), self.clock.now())
+            else:
+                assert isinstance(command, Call)
+                outcome, row = await self._call(run, t, command, check_started=first)
+                journal = [row]
+                if row.status == "completed":
+                    run.steps_done += 1
+                t = advance(run.program, run.instance, t.state, outcome, self.clock.now())
+            first = False
+            sends.extend(t.sends)
+
+    async def _call(
+        self, run: _Run, t: Transition, call: Call, *, check_started: bool
+    ) -> tuple[Event, JournalRow]:
+        started = self.clock.now()
+        if call.mode == "try":
+            if check_started and await self._was_started(run.run_id, call.key):
+                error = StepInterrupted(
+                    f"try_ step {call.key!r} was in flight when its process died; "
+                    "at-most-once forbids running it again"
+                )
+                return StepErr(error), self._failed_row(call, error, started)
+            row = JournalRow(call.key, "started", call.attempt, started_at=started)
+            await self.store.checkpoint(self._checkpoint(run, "running", journal=[row]))
+        self._fault("before_step", run.run_id)
+        outcome = await self._execute(run.run_id, call)
+        self._fault("after_step", run.run_id)
+        finished = self.clock.now()
+        if isinstance(outcome, StepOk):
+            try:
+                value = serde.dumps(outcome.value)
+            except SerializationError as exc:
+                bad = SerializationError(
+                    f"step {call.key!r} returned a value that cannot be stored: {exc}"
+                )
+                return StepErr(bad), self._failed_row(call, bad, started)
+            return outcome, JournalRow(
+                call.key,
+                "completed",
+                call.attempt,
+                value=value,
+                seq=run.steps_done + 1,
+                started_at=started,
+                finished_at=finished,
+            )
+        assert isinstance(outcome, StepErr)
+        return outcome, self._failed_row(call, outcome.error, started)
+
+    def _failed_row(self, call: Call, error: BaseException, started: float) -> JournalRow:
+        return JournalRow(
+            call.key,
+            "failed",
+            call.attempt,
+            error=serde.dumps(error),
+            started_at=started,
+            finished_at=self.clock.now(),
+        )
+
+    async def _was_started(self, run_id: str, key: str) -> bool:
+        row = await self.store.fetch_one(
+            "SELECT status FROM steps WHERE run_id = ? AND step_key = ?", (run_id, key)
+        )
+        return row is not None and row["status"] == "started"
+
+    async def _execute(self, run_id: str, call: Call) -> StepOk | StepErr:
+        token = enter_step(StepContext(run_id, call.key, call.attempt))
+        timeout = call.policy.timeout
+        try:
+            if timeout is not None and not inspect.iscoroutinefunction(call.fn):
+                result = await asyncio.wait_for(
+                    asyncio.to_thread(call.fn, *call.args, **call.kwargs), timeout
+                )
+            else:
+                result = call.fn(*call.args, **call.kwargs)
+            if inspect.isawaitable(result):
+                result = await (asyncio.wait_for(result, timeout) if timeout else result)
+            return StepOk(result)
+        except TimeoutError:
+            return StepErr(StepTimeout(f"step {call.key!r} timed out after {timeout}s"))
+        except Exception as error:
+            return StepErr(error)
+        finally:
+            leave_step(token)
+
+    def _record(self, what: str) -> Any:
+        if what == "now":
+            return datetime.fromtimestamp(self.clock.now(), UTC)
+        if what == "uuid":
+            return uuid.uuid4()
+        return random.random()
+
+    async def _commit(
+        self, run: _Run, t: Transition, journal: list[JournalRow], sends: list[tuple[str, Any]]
+    ) -> None:
+        command = t.command
+        kwargs: dict[str, Any] = {}
+        status = "running"
+        if isinstance(command, Wait):
+            status, kwargs = "waiting", {"wake_at": command.until, "release": True}
+        elif isinstance(command, Finish):
+            status = _FINAL[command.status]
+            kwargs = {"release": True, "error": dump_error(command.error)}
+            if command.status == "completed":
+                try:
+                    kwargs["result"] = serde.dumps(command.value)
+                except SerializationError as exc:
+                    status = "failed"
+                    kwargs["error"] = serde.dumps(
+                        SerializationError(
+                            f"the workflow returned a value that cannot be stored: {exc}"
+                        )
+                    )
+        try:
+            encoded_sends = [(name, serde.dumps(data)) for name, data in sends]
+            checkpoint = self._checkpoint(
+                run, status, journal=journal, sends=encoded_sends, **kwargs
+            )
+        except SerializationError as exc:
+            # The workflow holds something unstorable: fail the run, keep its last good state.
+            checkpoint = self._checkpoint(
+                run,
+                "failed",
+                journal=journal,
+                release=True,
+                error=serde.dumps(exc),
+                keep_state=True,
+            )
+            command = Finish("failed", error=exc)
+        await self.store.checkpoint(checkpoint)
+        if isinstance(command, Finish) or checkpoint.status == "failed":
+            self._notify(run.run_id)
+        elif isinstance(command, Wait):
+            self._kick.set()
+
+    def _checkpoint(
+        self,
+        run: _Run,
+        status: str,
+        *,
+        journal: list[JournalRow] | None = None,
+        sends: list[tuple[str, str]] | None = None,
+        wake_at: float | None = None,
+        result: str | None = None,
+        error: str | None = None,
+        release: bool = False,
+        keep_state: bool = False,
+    ) -> Checkpoint:
+        state_json = (
+            self._last_state(run) if keep_state else encode_state(run.state, run.program.graph)
+        )
+        return Checkpoint(
+            run_id=run.run_id,
+            status=status,
+            node=run.state.node,
+            state=state_json,
+            steps_done=run.steps_done,
+            now=self.clock.now(),
+            wake_at=wake_at,
+            result=result,
+            error=error,
+            journal=journal or [],
+            sends=sends or [],
+            release=release,
+        )
+
+    @staticmethod
+    def _last_state(run: _Run) -> str:
+        try:
+            return encode_state(run.state, run.program.graph)
+        except SerializationError:
+            return serde.dumps({"frame": {}, "attempt": 0, "comp": [], "compensating": None})
+
+    async def _finish_cancelled(
+        self, run: _Run, journal: list[JournalRow], sends: list[tuple[str, Any]]
+    ) -> None:
+        encoded = [(name, serde.dumps(data)) for name, data in sends]
+        await self.store.checkpoint(
+            self._checkpoint(
+                run,
+                "cancelled",
+                journal=journal,
+                sends=encoded,
+                release=True,
+                error=serde.dumps(DotdoError("cancelled")),
+            )
+        )
+        self._notify(run.run_id)
+
+    def _notify(self, run_id: str) -> None:
+        for future in self._waiters.pop(run_id, []):
+            if not future.done():
+                future.set_result(None)

@@ -1,0 +1,80 @@
+"""A run's state as stored: the locals frame, attempts, compensation stack, as JSON.
+
+Each local is encoded on its own so that one that cannot be stored is reported by name and
+by the line that assigned it, rather than as an anonymous failure deep inside a dump.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from typing import Any
+
+from dotdo.compiler.codegen import Frame
+from dotdo.compiler.ir import Graph
+from dotdo.dsl.decorators import WorkflowDef
+from dotdo.engine import serde
+from dotdo.engine.interpreter import CompEntry, RunState
+from dotdo.errors import DotdoError, SerializationError
+
+__all__ = ["bind_inputs", "decode_state", "dump_error", "encode_state"]
+
+
+def bind_inputs(
+    wf: WorkflowDef[Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """Map call arguments to parameter names, each converted to its annotated type."""
+    signature = wf.signature()
+    try:
+        bound = signature.bind(None, *args, **kwargs)
+    except TypeError as exc:
+        raise DotdoError(f"bad arguments for {wf.qualname}: {exc}") from None
+    bound.apply_defaults()
+    hints = wf.type_hints()
+    values = dict(list(bound.arguments.items())[1:])
+    return {
+        name: serde.coerce(value, hints.get(name, inspect.Parameter.empty))
+        for name, value in values.items()
+    }
+
+
+def encode_state(state: RunState, graph: Graph) -> str:
+    """The run state as JSON; a local that cannot be stored is named with its line."""
+    frame: dict[str, Any] = {}
+    for name, value in state.frame.items():
+        try:
+            frame[name] = serde.encode(value)
+        except SerializationError as exc:
+            line = graph.local_lines.get(name, 0)
+            shown = name if not name.startswith("__") else "a temporary value"
+            raise SerializationError(
+                f"local {shown!r} (assigned at {graph.file}:{line}) holds a "
+                f"{type(value).__qualname__}, which cannot be persisted: {exc}"
+            ) from None
+    body = {
+        "frame": frame,
+        "attempt": state.attempt,
+        "comp": [[c.key, c.method, serde.encode(c.value)] for c in state.comp],
+        "compensating": serde.encode(state.compensating) if state.compensating else None,
+    }
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_state(text: str, node: str) -> RunState:
+    body = json.loads(text)
+    assert isinstance(body, dict)
+    frame = Frame({k: serde.decode(v) for k, v in body["frame"].items()})
+    comp = [CompEntry(key=k, method=m, value=serde.decode(v)) for k, m, v in body["comp"]]
+    compensating = body.get("compensating")
+    error = serde.decode(compensating) if compensating is not None else None
+    return RunState(
+        node=node,
+        frame=frame,
+        attempt=body.get("attempt", 0),
+        comp=comp,
+        compensating=error if isinstance(error, BaseException) else None,
+    )
+
+
+def dump_error(error: BaseException | None) -> str | None:
+    return serde.dumps(error) if error is not None else None

@@ -1,0 +1,44 @@
+"""The caller's view of one run: its status and, once it ends, its typed result."""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from dotdo.dsl.decorators import WorkflowDef
+from dotdo.engine import serde
+from dotdo.engine.records import RunInfo
+from dotdo.errors import RunFailed
+
+if TYPE_CHECKING:
+    from dotdo.engine.engine import Engine
+
+__all__ = ["RunHandle"]
+
+
+class RunHandle:
+    """A started run: ask its status, await its result."""
+
+    def __init__(self, engine: Engine, run_id: str, workflow: WorkflowDef[Any] | None) -> None:
+        self.engine = engine
+        self.run_id = run_id
+        self._workflow = workflow
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.run_id!r})"
+
+    async def status(self) -> str:
+        return (await self.engine.get_run(self.run_id)).status
+
+    async def info(self) -> RunInfo:
+        return await self.engine.get_run(self.run_id)
+
+    async def result(self, *, timeout: float | None = None) -> Any:
+        """The workflow's return value, typed by its annotation; raises RunFailed otherwise."""
+        info = await self.engine.wait(self.run_id, timeout=timeout)
+        if info.status != "completed":
+            error = info.error
+            raise RunFailed(self.run_id, info.status, error) from error
+        workflow = self._workflow or self.engine.workflow(info.workflow)
+        annotation = workflow.type_hints().get("return", inspect.Parameter.empty)
+        return serde.coerce(info.result, annotation)
