@@ -16,8 +16,11 @@ import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "DURABLE_KINDS",
     "END",
+    "ApprovalNode",
     "BlockNode",
+    "CascadeNode",
     "ChoiceNode",
     "EndFinallyNode",
     "EndNode",
@@ -34,6 +37,7 @@ __all__ = [
     "StartNode",
     "StepNode",
     "Stmt",
+    "WaitEventNode",
 ]
 
 END = "end"
@@ -143,6 +147,41 @@ class SleepNode(_NodeBase):
     loops: list[str] = Field(default_factory=list)
 
 
+class ApprovalNode(_NodeBase):
+    """Hibernate until a human decides. `request` evaluates to the request's fields
+    (type, title, amount, requested_by, approvers, deadline, priority, extra)."""
+
+    kind: Literal["approval"] = "approval"
+    name: str
+    request: str
+    result: str | None = None
+    loops: list[str] = Field(default_factory=list)
+
+
+class WaitEventNode(_NodeBase):
+    """Hibernate until an event named `event` (optionally matching `match`) arrives."""
+
+    kind: Literal["wait_event"] = "wait_event"
+    name: str
+    event: str
+    match: str | None = None
+    timeout: str | None = None
+    result: str | None = None
+    loops: list[str] = Field(default_factory=list)
+
+
+class CascadeNode(_NodeBase):
+    """Tiers tried in order until one answers with confidence >= threshold."""
+
+    kind: Literal["cascade"] = "cascade"
+    name: str
+    task: str
+    tiers: list[tuple[str, str]]
+    threshold: str = "0.9"
+    result: str | None = None
+    loops: list[str] = Field(default_factory=list)
+
+
 class FailNode(_NodeBase):
     """Raise the exception `expr` evaluates to (re-raise in an except dispatch)."""
 
@@ -170,13 +209,16 @@ Node = Annotated[
     | RecordNode
     | SendNode
     | SleepNode
+    | ApprovalNode
+    | WaitEventNode
+    | CascadeNode
     | FailNode
     | EndFinallyNode
     | EndNode,
     Field(discriminator="kind"),
 ]
 
-DURABLE_KINDS = frozenset({"step", "record", "sleep"})
+DURABLE_KINDS = frozenset({"step", "record", "sleep", "approval", "wait_event", "cascade"})
 
 
 class Region(_Model):

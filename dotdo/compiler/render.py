@@ -16,7 +16,9 @@ from pathlib import Path
 import graphviz
 
 from dotdo.compiler.ir import (
+    ApprovalNode,
     BlockNode,
+    CascadeNode,
     ChoiceNode,
     EndFinallyNode,
     FailNode,
@@ -26,6 +28,7 @@ from dotdo.compiler.ir import (
     SendNode,
     SleepNode,
     StepNode,
+    WaitEventNode,
 )
 from dotdo.errors import DotdoError
 
@@ -54,6 +57,9 @@ STYLE: dict[str, dict[str, str]] = {
     "send": {"shape": "cds", "style": "filled", "fillcolor": "#dcfce7"},
     "sleep": {"shape": "octagon", "style": "filled", "fillcolor": "#e0f2fe"},
     "fail": {"shape": "box", "style": "filled", "fillcolor": "#fee2e2"},
+    "approval": {"shape": "house", "style": "filled", "fillcolor": "#ffedd5"},
+    "wait_event": {"shape": "invhouse", "style": "filled", "fillcolor": "#e0f2fe"},
+    "cascade": {"shape": "tab", "style": "filled", "fillcolor": "#fae8ff"},
     "endfinally": {"shape": "box", "style": "rounded,dashed"},
     "edge.next": {},
     "edge.true": {"label": "true"},
@@ -86,7 +92,7 @@ def _label(node: Node) -> str:
         kind = "try " if node.mode == "try" else ""
         return f"{kind}{node.name}{badge}"
     if isinstance(node, BlockNode):
-        lines = [s.src.splitlines()[0] + (" …" if "\n" in s.src else "") for s in node.code]
+        lines = [_clip(s.src.splitlines()[0] + (" …" if "\n" in s.src else "")) for s in node.code]
         if len(lines) > 6:
             lines = [*lines[:5], f"… {len(lines) - 5} more"]
         return "\n".join(lines)
@@ -100,9 +106,19 @@ def _label(node: Node) -> str:
         return f"sleep {node.duration or 'until ' + str(node.until)}"
     if isinstance(node, FailNode):
         return f"raise {node.expr}"
+    if isinstance(node, ApprovalNode):
+        return f"approval {node.name}"
+    if isinstance(node, WaitEventNode):
+        return f"wait for {node.event}"
+    if isinstance(node, CascadeNode):
+        return f"cascade {node.name}\n" + " → ".join(t for t, _ in node.tiers)
     if isinstance(node, EndFinallyNode):
         return "end finally"
     return node.kind
+
+
+def _clip(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _style_key(node: Node) -> str:
@@ -172,6 +188,9 @@ _MERMAID_SHAPES = {
     "send": (">", "]"),
     "sleep": ("{{", "}}"),
     "fail": ("[[", "]]"),
+    "approval": ("[/", "\\]"),
+    "wait_event": ("[\\", "/]"),
+    "cascade": ("[[", "]]"),
 }
 
 

@@ -252,6 +252,10 @@ def _run(
                 raise code(instance, frame, cells)
             elif isinstance(node, EndFinallyNode):
                 _end_finally(program, state, node)
+            elif node.kind in ("approval", "wait_event", "cascade"):
+                raise NotImplementedError(
+                    f"{node.kind} nodes need the hibernation feature, not in this version"
+                )
             elif isinstance(node, EndNode):
                 return Transition(state, Finish("completed", value=frame.get("__ret")), sends)
         except Exception as error:
