@@ -5,10 +5,14 @@ graph and checkpoints every durable step, so runs survive crashes without replay
 """
 
 from dotdo.compiler.ir import Graph, Policy
+from dotdo.dsl.approvals import approval
 from dotdo.dsl.decorators import compensate, step, workflow
 from dotdo.dsl.do import DO
+from dotdo.dsl.triggers import ScheduleError, every, on
+from dotdo.engine._hibernation import ApprovalError
 from dotdo.engine.context import StepContext, current_step
 from dotdo.engine.engine import Engine, RunHandle
+from dotdo.engine.models import Approval, CascadeResult, Decision, EventRecord
 from dotdo.engine.records import RunInfo, StepRecord
 from dotdo.errors import (
     CompensationFailed,
@@ -30,10 +34,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DO",
+    "Approval",
+    "ApprovalError",
+    "CascadeResult",
     "CompensationFailed",
     "CompileError",
+    "Decision",
     "DotdoError",
     "Engine",
+    "EventRecord",
     "Graph",
     "LeaseLost",
     "PermanentError",
@@ -43,6 +52,7 @@ __all__ = [
     "RunHandle",
     "RunInfo",
     "RunNotFound",
+    "ScheduleError",
     "SerializationError",
     "StepContext",
     "StepInterrupted",
@@ -51,8 +61,11 @@ __all__ = [
     "StoreError",
     "UnknownWorkflow",
     "__version__",
+    "approval",
     "compensate",
     "current_step",
+    "every",
+    "on",
     "step",
     "workflow",
 ]

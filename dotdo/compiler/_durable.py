@@ -6,12 +6,21 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dotdo.compiler import _scan
 from dotdo.compiler._emitter import Emitter
-from dotdo.compiler.ir import Policy, RecordNode, SendNode, SleepNode, StepNode
+from dotdo.compiler.ir import (
+    ApprovalNode,
+    CascadeNode,
+    Policy,
+    RecordNode,
+    SendNode,
+    SleepNode,
+    StepNode,
+    WaitEventNode,
+)
 
 __all__ = ["DurableOps", "StepInfo"]
 
@@ -26,6 +35,9 @@ class StepInfo:
 
     policy: Policy
     compensator: str | None = None
+    kind: str = "step"
+    """"step", or "approval" for an `@approval` method (its options then apply)."""
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 class DurableOps(Emitter):
@@ -56,7 +68,7 @@ class DurableOps(Emitter):
         for node in ast.walk(self.func):
             if not isinstance(node, ast.Call) or _scan.durable_op(
                 node, self.self_name, self.steps
-            ) not in ("do", "try_"):
+            ) not in ("do", "try_", "approval", "request_approval", "wait_for_event", "cascade"):
                 continue
             for kw in node.keywords:
                 if kw.arg != "step_id":
@@ -126,7 +138,7 @@ class DurableOps(Emitter):
 
     def is_awaited_op(self, call: ast.AST) -> bool:
         op = _scan.durable_op(call, self.self_name, self.steps)
-        return op in _scan.AWAITED_OPS or op == "step"
+        return op in _scan.AWAITED_OPS or op in ("step", "approval")
 
     # ------------------------------------------------------------------ hoisting
     def hoist(self, node: ast.AST) -> ast.AST:
@@ -198,13 +210,6 @@ class DurableOps(Emitter):
                 raise self.error(inner, f"a durable operation cannot be inside {where}", hint)
 
     def reject_await(self, node: ast.Await) -> None:
-        op = _scan.durable_op(node.value, self.self_name, self.steps)
-        if op == "later":
-            raise self.error(
-                node,
-                f"`{ast.unparse(node.value)}` is not supported by this version of dotdo",
-                "approvals, events and cascades land with the hibernation feature",
-            )
         raise self.error(
             node,
             "only durable operations can be awaited in a workflow",
@@ -251,6 +256,9 @@ class DurableOps(Emitter):
             if result is not None:
                 self.buffer.append(ast.parse(f"{result} = None").body[0])
             return
+        if op in ("approval", "request_approval", "wait_for_event", "cascade"):
+            self.emit_wait(call, op, result)
+            return
         options, keywords = self.options(call) if op != "step" else ({}, call.keywords)
         if op == "step":
             target: ast.expr = call.func
@@ -287,6 +295,108 @@ class DurableOps(Emitter):
                 loops=list(self.ctx.loops),
             )
         )
+
+    def emit_wait(self, call: ast.Call, op: str, result: str | None) -> None:
+        """Operations that hibernate the run: approvals, event waits, cascades."""
+        assert isinstance(call.func, ast.Attribute)
+        explicit = self.literal_kw(call, "step_id")
+        keywords = [kw for kw in call.keywords if kw.arg != "step_id"]
+        common: dict[str, Any] = {
+            "id": self.new_id("w"),
+            "line": call.lineno,
+            "result": result,
+            "loops": list(self.ctx.loops),
+        }
+        if op == "approval":
+            method = call.func.attr
+            info = self.steps[method]
+            args = [
+                *(ast.unparse(a) for a in call.args),
+                *(
+                    f"{k.arg}={ast.unparse(k.value)}" if k.arg else f"**{ast.unparse(k.value)}"
+                    for k in keywords
+                ),
+            ]
+            self.emit(
+                ApprovalNode(
+                    name=explicit or self.step_name(method),
+                    request=f"{self.self_name}.{method}.fields({', '.join(args)})",
+                    options=dict(info.options),
+                    **common,
+                )
+            )
+        elif op == "request_approval":
+            if call.args:
+                raise self.error(
+                    call,
+                    "request_approval takes keyword arguments only",
+                    "request_approval(title=..., approvers=[...])",
+                )
+            fields = ", ".join(
+                f"{k.arg!r}: {ast.unparse(k.value)}" if k.arg else f"**{ast.unparse(k.value)}"
+                for k in keywords
+            )
+            self.emit(
+                ApprovalNode(
+                    name=explicit or self.step_name("approval"), request=f"{{{fields}}}", **common
+                )
+            )
+        elif op == "wait_for_event":
+            if len(call.args) != 1:
+                raise self.error(
+                    call,
+                    "wait_for_event takes the event name first",
+                    'wait_for_event("Payment.confirmed", match={...}, timeout=...)',
+                )
+            extra = {k.arg: ast.unparse(k.value) for k in keywords}
+            unknown = set(extra) - {"match", "timeout"}
+            if unknown:
+                raise self.error(
+                    call, f"wait_for_event got unknown options {sorted(str(u) for u in unknown)}"
+                )
+            self.emit(
+                WaitEventNode(
+                    name=explicit or self.step_name("wait"),
+                    event=ast.unparse(call.args[0]),
+                    match=extra.get("match"),
+                    timeout=extra.get("timeout"),
+                    **common,
+                )
+            )
+        else:
+            kw = {k.arg: k.value for k in keywords}
+            tiers = kw.get("tiers")
+            if not isinstance(tiers, ast.Dict) or not all(
+                isinstance(k, ast.Constant) and isinstance(k.value, str) for k in tiers.keys
+            ):
+                raise self.error(
+                    call,
+                    "cascade needs `tiers=` as a dict literal with string keys",
+                    'tiers={"code": lambda: ..., "human": ...}',
+                )
+            task = kw.get("task")
+            threshold = kw.get("confidence_threshold")
+            self.emit(
+                CascadeNode(
+                    name=explicit or self.step_name("cascade"),
+                    task=ast.unparse(task) if task is not None else "'cascade'",
+                    tiers=[
+                        (k.value, ast.unparse(v))  # type: ignore[union-attr]
+                        for k, v in zip(tiers.keys, tiers.values, strict=True)
+                    ],
+                    threshold=ast.unparse(threshold) if threshold is not None else "0.9",
+                    **common,
+                )
+            )
+
+    def literal_kw(self, call: ast.Call, name: str) -> Any:
+        for kw in call.keywords:
+            if kw.arg == name:
+                try:
+                    return ast.literal_eval(kw.value)
+                except ValueError:
+                    raise self.error(kw.value, f"`{name}=` must be a literal") from None
+        return None
 
     def hoist_args(self, call: ast.Call) -> ast.Call:
         call.args = [self.hoist(a) for a in call.args]  # type: ignore[misc]

@@ -8,7 +8,8 @@ functions, comprehensions), which is the subtle part and why it lives in one pla
 from __future__ import annotations
 
 import ast
-from collections.abc import Container, Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 __all__ = [
     "AWAITED_OPS",
@@ -22,11 +23,12 @@ __all__ = [
     "walk_same_scope",
 ]
 
-AWAITED_OPS = frozenset({"do", "try_", "sleep", "sleep_until"})
+AWAITED_OPS = frozenset(
+    {"do", "try_", "sleep", "sleep_until", "wait_for_event", "cascade", "request_approval"}
+)
 """Methods of `self` a workflow awaits; each becomes a durable node."""
 PLAIN_OPS = frozenset({"send", "now", "uuid", "random"})
 """Methods of `self` a workflow calls without await; also nodes of the graph."""
-LATER_OPS = frozenset({"approval_flow", "cascade", "wait_for_event"})
 
 SCOPE_NODES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
@@ -43,11 +45,11 @@ def walk_same_scope(node: ast.AST) -> Iterator[ast.AST]:
                 todo.append(child)
 
 
-def durable_op(call: ast.AST, self_name: str, steps: Container[str]) -> str | None:
+def durable_op(call: ast.AST, self_name: str, steps: Mapping[str, Any]) -> str | None:
     """The durable operation a call expression performs, or None for an ordinary call.
 
-    Returns one of AWAITED_OPS, PLAIN_OPS, "step" (a @step method) or "later" (a feature
-    this compiler does not lower yet).
+    Returns one of AWAITED_OPS, PLAIN_OPS, "step" (a @step method) or "approval" (an
+    @approval method). `self.approval_flow.request_approval(...)` is "request_approval".
     """
     if not isinstance(call, ast.Call):
         return None
@@ -59,19 +61,19 @@ def durable_op(call: ast.AST, self_name: str, steps: Container[str]) -> str | No
     ):
         inner = func.value if isinstance(func, ast.Attribute) else None
         if (
-            isinstance(inner, ast.Attribute)
+            isinstance(func, ast.Attribute)
+            and func.attr == "request_approval"
+            and isinstance(inner, ast.Attribute)
             and isinstance(inner.value, ast.Name)
             and inner.value.id == self_name
-            and inner.attr in LATER_OPS
+            and inner.attr == "approval_flow"
         ):
-            return "later"
+            return "request_approval"
         return None
     if func.attr in AWAITED_OPS or func.attr in PLAIN_OPS:
         return func.attr
     if func.attr in steps:
-        return "step"
-    if func.attr in LATER_OPS:
-        return "later"
+        return getattr(steps[func.attr], "kind", "step")
     return None
 
 

@@ -19,13 +19,16 @@ from typing import Any
 
 from dotdo.compiler import _scan
 from dotdo.compiler.ir import (
+    ApprovalNode,
     BlockNode,
+    CascadeNode,
     ChoiceNode,
     FailNode,
     Graph,
     SendNode,
     SleepNode,
     StepNode,
+    WaitEventNode,
 )
 
 __all__ = ["JUMP", "RETURN", "Frame", "NodeFn", "Program", "build_program"]
@@ -151,6 +154,13 @@ def _node_body(node: Any) -> list[ast.stmt] | None:
         return _returning(node.duration or node.until or "0", node.line)
     if isinstance(node, FailNode):
         return _returning(node.expr, node.line)
+    if isinstance(node, ApprovalNode):
+        return _returning(node.request, node.line)
+    if isinstance(node, WaitEventNode):
+        return _returning(f"{node.event}, {node.match}, {node.timeout}", node.line)
+    if isinstance(node, CascadeNode):
+        tiers = ", ".join(f"({name!r}, {src})" for name, src in node.tiers)
+        return _returning(f"{node.task}, [{tiers}], {node.threshold}", node.line)
     return None
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field
@@ -154,6 +154,8 @@ class ApprovalNode(_NodeBase):
     kind: Literal["approval"] = "approval"
     name: str
     request: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Defaults from an `@approval` decorator: approvers, deadline (seconds)."""
     result: str | None = None
     loops: list[str] = Field(default_factory=list)
 

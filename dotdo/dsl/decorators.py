@@ -131,6 +131,10 @@ class WorkflowDef(Generic[F]):
         self.fn = fn
         self.name = fn.__name__
         self.owner: type | None = None
+        self.schedule: Any = None
+        """A `dotdo.dsl.triggers.Schedule` when declared with `@every`."""
+        self.trigger: str | None = None
+        """An event pattern when declared with `@on`."""
         self._graph: Graph | None = None
         self._programs: dict[str, Program] = {}
         self.__doc__ = fn.__doc__

@@ -16,7 +16,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+from dotdo.dsl.approvals import ApprovalDef, ApprovalFlow
 from dotdo.dsl.decorators import StepDef, WorkflowDef
+from dotdo.engine.cascade import run_cascade_plain
+from dotdo.engine.models import CascadeResult, EventRecord
 
 __all__ = ["DO"]
 
@@ -36,16 +39,20 @@ class DO:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         steps: dict[str, StepDef[Any]] = {}
+        approvals: dict[str, ApprovalDef] = {}
         workflows: dict[str, WorkflowDef[Any]] = {}
         for klass in reversed(cls.__mro__):
             for name, value in vars(klass).items():
                 if isinstance(value, StepDef):
                     steps[name] = value
+                elif isinstance(value, ApprovalDef):
+                    approvals[name] = value
                 elif isinstance(value, WorkflowDef):
                     workflows[name] = value
         cls.__dotdo_steps__ = steps
         cls.__dotdo_workflows__ = workflows
         infos = {name: s.info() for name, s in steps.items()}
+        infos.update({name: a.info() for name, a in approvals.items()})
         for name, wf in workflows.items():
             if name in vars(cls):
                 wf.compile(infos)
@@ -88,6 +95,42 @@ class DO:
 
     async def sleep_until(self, when: datetime) -> None:
         await asyncio.sleep(max((when - datetime.now(UTC)).total_seconds(), 0.0))
+
+    @property
+    def approval_flow(self) -> ApprovalFlow:
+        """The seed's inline approvals: `await self.approval_flow.request_approval(...)`."""
+        return ApprovalFlow(self)
+
+    async def wait_for_event(
+        self,
+        event: str,
+        *,
+        match: dict[str, Any] | None = None,
+        timeout: float | timedelta | None = None,
+        step_id: str | None = None,
+    ) -> EventRecord | None:
+        """Hibernate until a matching event arrives; None after `timeout`.
+
+        `match` is a dict of fields the event's data must equal. Plain Python has no
+        events, so it returns None at once.
+        """
+        return None
+
+    async def cascade(
+        self,
+        *,
+        task: str,
+        tiers: dict[str, Callable[[], Any]],
+        confidence_threshold: float = 0.9,
+        step_id: str | None = None,
+    ) -> CascadeResult:
+        """Try tiers in order; the first answer at or above the threshold wins.
+
+        Each tier returns `(value, confidence)`, a dict with those keys, or an object with
+        `.value`/`.confidence`. In the engine the `human` tier hibernates like an approval;
+        plain Python takes the best earlier candidate instead.
+        """
+        return await run_cascade_plain(task, tiers, confidence_threshold)
 
     def now(self) -> datetime:
         """The current time, recorded: a resumed run sees the same value."""

@@ -33,6 +33,7 @@ from dotdo.engine.interpreter import (
     RunState,
     StepErr,
     StepOk,
+    Suspend,
     Transition,
     Wait,
     advance,
@@ -92,6 +93,11 @@ class RunDriver:
     async def _crash(self, error: BaseException) -> None:
         raise NotImplementedError
 
+    async def _suspend(
+        self, run: _Run, t: Transition, journal: list[JournalRow], sends: list[tuple[str, Any]]
+    ) -> tuple[Event, JournalRow] | None:
+        raise NotImplementedError
+
     def _commit_hook(self, point: str, run_ids: Iterable[str]) -> None:
         if self.faults:
             for run_id in run_ids:
@@ -101,18 +107,27 @@ class RunDriver:
         if self.faults:
             self.faults(point, run_id)
 
-    def _spawn(self, run: _Run, event: Event, *, recovered: bool = False) -> None:
+    def _spawn(
+        self,
+        run: _Run,
+        event: Event,
+        *,
+        recovered: bool = False,
+        journal: list[JournalRow] | None = None,
+    ) -> None:
         if self._closing or self._crashed is not None:
             return
         task = asyncio.create_task(
-            self._guard(run, event, recovered), name=f"dotdo-run-{run.run_id}"
+            self._guard(run, event, recovered, journal), name=f"dotdo-run-{run.run_id}"
         )
         self._active[run.run_id] = task
         self._runs[run.run_id] = run
 
-    async def _guard(self, run: _Run, event: Event, recovered: bool) -> None:
+    async def _guard(
+        self, run: _Run, event: Event, recovered: bool, journal: list[JournalRow] | None
+    ) -> None:
         try:
-            await self._drive(run, event, recovered)
+            await self._drive(run, event, recovered, journal)
         except LeaseLost:
             log.info("run %s is now owned by another process", run.run_id)
         except asyncio.CancelledError:
@@ -125,17 +140,29 @@ class RunDriver:
             self._active.pop(run.run_id, None)
             self._runs.pop(run.run_id, None)
 
-    async def _drive(self, run: _Run, event: Event, recovered: bool) -> None:
+    async def _drive(
+        self, run: _Run, event: Event, recovered: bool, journal: list[JournalRow] | None = None
+    ) -> None:
         now = self.clock.now()
         t = advance(run.program, run.instance, run.state, event, now)
         sends = list(t.sends)
-        journal: list[JournalRow] = []
+        journal = list(journal or [])
         first = recovered
         while True:
             command = t.command
             if run.cancel:
                 await self._finish_cancelled(run, journal, sends)
                 return
+            if isinstance(command, Suspend):
+                resolved = await self._suspend(run, t, journal, sends)
+                journal, sends = [], []
+                if resolved is None:
+                    return
+                event, row = resolved
+                journal = [row]
+                t = advance(run.program, run.instance, t.state, event, self.clock.now())
+                sends.extend(t.sends)
+                continue
             if journal or isinstance(command, Wait | Finish):
                 await self._commit(run, t, journal, sends)
                 journal, sends = [], []
@@ -246,16 +273,25 @@ class RunDriver:
         return random.random()
 
     async def _commit(
-        self, run: _Run, t: Transition, journal: list[JournalRow], sends: list[tuple[str, Any]]
+        self,
+        run: _Run,
+        t: Transition,
+        journal: list[JournalRow],
+        sends: list[tuple[str, Any]],
+        *,
+        status: str | None = None,
+        extra: list[tuple[str, tuple[Any, ...]]] | None = None,
     ) -> None:
         command = t.command
-        kwargs: dict[str, Any] = {}
-        status = "running"
-        if isinstance(command, Wait):
-            status, kwargs = "waiting", {"wake_at": command.until, "release": True}
+        kwargs: dict[str, Any] = {"extra": extra or []}
+        if status is not None:
+            pass
+        elif isinstance(command, Wait | Suspend):
+            status = "waiting"
+            kwargs.update(wake_at=command.until, release=True)
         elif isinstance(command, Finish):
             status = _FINAL[command.status]
-            kwargs = {"release": True, "error": dump_error(command.error)}
+            kwargs.update(release=True, error=dump_error(command.error))
             if command.status == "completed":
                 try:
                     kwargs["result"] = serde.dumps(command.value)
@@ -266,6 +302,8 @@ class RunDriver:
                             f"the workflow returned a value that cannot be stored: {exc}"
                         )
                     )
+        else:
+            status = "running"
         try:
             encoded_sends = [(name, serde.dumps(data)) for name, data in sends]
             checkpoint = self._checkpoint(
@@ -285,7 +323,9 @@ class RunDriver:
         await self.store.checkpoint(checkpoint)
         if isinstance(command, Finish) or checkpoint.status == "failed":
             self._notify(run.run_id)
-        elif isinstance(command, Wait):
+        elif isinstance(command, Wait | Suspend):
+            self._kick.set()
+        if sends:
             self._kick.set()
 
     def _checkpoint(
@@ -300,6 +340,7 @@ class RunDriver:
         error: str | None = None,
         release: bool = False,
         keep_state: bool = False,
+        extra: list[tuple[str, tuple[Any, ...]]] | None = None,
     ) -> Checkpoint:
         state_json = (
             self._last_state(run) if keep_state else encode_state(run.state, run.program.graph)
@@ -317,6 +358,7 @@ class RunDriver:
             journal=journal or [],
             sends=sends or [],
             release=release,
+            extra=extra or [],
         )
 
     @staticmethod

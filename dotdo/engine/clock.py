@@ -80,3 +80,4 @@ class VirtualClock(Clock):
             seconds -= hop
             for _ in range(20):
                 await asyncio.sleep(0)
+            await asyncio.sleep(0.005)  # let engines' database threads answer between hops

@@ -24,7 +24,8 @@ from dotdo.compiler.ir import Graph
 from dotdo.dsl.decorators import WorkflowDef
 from dotdo.dsl.do import DO
 from dotdo.engine import serde
-from dotdo.engine._driver import FaultHook, RunDriver, _Run
+from dotdo.engine._driver import FaultHook, _Run
+from dotdo.engine._hibernation import Hibernation
 from dotdo.engine._state import bind_inputs, decode_state, encode_state
 from dotdo.engine.clock import Clock, SystemClock
 from dotdo.engine.handle import RunHandle
@@ -37,7 +38,7 @@ from dotdo.errors import DotdoError, RunNotFound, StoreError, UnknownWorkflow
 __all__ = ["Engine", "FaultHook", "RunHandle"]
 
 
-class Engine(RunDriver):
+class Engine(Hibernation):
     """An embedded durable-workflow engine over one SQLite file.
 
     `Engine()` uses ./dotdo.db. Register DO classes, then `async with engine:` opens the store,
@@ -207,9 +208,9 @@ class Engine(RunDriver):
 
         async def create(conn: aiosqlite.Connection) -> bool:
             await conn.execute(
-                "INSERT INTO graphs(hash, name, body, created_at) VALUES (?, ?, ?, ?) "
+                "INSERT INTO graphs(hash, name, body, created_at, module) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(hash) DO NOTHING",
-                (graph.hash, graph.name, graph.to_json(), now),
+                (graph.hash, graph.name, graph.to_json(), now, wf.fn.__module__),
             )
             rows = list(
                 await conn.execute_fetchall("SELECT workflow FROM runs WHERE run_id = ?", (run_id,))
@@ -297,6 +298,13 @@ class Engine(RunDriver):
         instance = self._instance(wf, row["entity_id"], run_id)
         run = _Run(run_id, wf, program, state, instance, row["steps_done"])
         wake_at = row["wake_at"]
+        resolution = await self._resolution(run, wake_at)
+        if resolution == "park":
+            await self._park(run, wake_at)
+            return
+        if isinstance(resolution, tuple):
+            self._spawn(run, resolution[0], recovered=True, journal=[resolution[1]])
+            return
         event: Event = Resume()
         if wake_at is not None:
             if wake_at > self.clock.now():
@@ -314,7 +322,7 @@ class Engine(RunDriver):
             raise StoreError(f"graph {graph_hash} of a run is missing from the store")
         return wf.program(Graph.from_json(row["body"]))
 
-    async def _park(self, run: _Run, wake_at: float) -> None:
+    async def _park(self, run: _Run, wake_at: float | None) -> None:
         """Put a claimed run back to sleep (claimed early, or a crash after claiming)."""
         await self.store.checkpoint(self._checkpoint(run, "waiting", wake_at=wake_at, release=True))
         self._kick.set()
@@ -331,7 +339,11 @@ class Engine(RunDriver):
                 last_scan = time.monotonic()
                 for run_id in await self.store.write(self._claim_orphans):
                     await self._resume(run_id)
+            await self._dispatch()
+            upcoming = await self._fire_schedules()
             delay = self.poll_seconds
+            if upcoming is not None and self.clock.wall():
+                delay = min(delay, max(upcoming - self.clock.now(), 0.0))
             if self.clock.wall():
                 row = await self.store.fetch_one(
                     "SELECT MIN(wake_at) AS w FROM runs WHERE status = 'waiting'"

@@ -15,7 +15,9 @@ from typing import Any, Literal
 from dotdo.compiler.codegen import JUMP, RETURN, Frame, Program
 from dotdo.compiler.ir import (
     END,
+    ApprovalNode,
     BlockNode,
+    CascadeNode,
     ChoiceNode,
     EndFinallyNode,
     EndNode,
@@ -27,7 +29,9 @@ from dotdo.compiler.ir import (
     SleepNode,
     StartNode,
     StepNode,
+    WaitEventNode,
 )
+from dotdo.engine.cascade import HUMAN, conclude, read_answer
 from dotdo.errors import CompensationFailed, PermanentError, StepInterrupted
 
 __all__ = [
@@ -38,10 +42,12 @@ __all__ = [
     "Finish",
     "Record",
     "Recorded",
+    "Resolved",
     "Resume",
     "RunState",
     "StepErr",
     "StepOk",
+    "Suspend",
     "TimerFired",
     "Transition",
     "Wait",
@@ -99,7 +105,14 @@ class Recorded:
     value: Any
 
 
-Event = Resume | StepOk | StepErr | TimerFired | Recorded
+@dataclass(frozen=True)
+class Resolved:
+    """What a hibernated node waited for: an approval's outcome, an event (None on timeout)."""
+
+    value: Any
+
+
+Event = Resume | StepOk | StepErr | TimerFired | Recorded | Resolved
 
 
 # -------------------------------------------------------------- commands
@@ -136,7 +149,18 @@ class Finish:
     error: BaseException | None = None
 
 
-Command = Call | Record | Wait | Finish
+@dataclass(frozen=True)
+class Suspend:
+    """Hibernate until resolved from outside. `kind` is "approval" or "event"; `until` is a
+    deadline or timeout (the engine resolves the node as expired / None when it passes)."""
+
+    key: str
+    kind: Literal["approval", "event"]
+    request: dict[str, Any]
+    until: float | None = None
+
+
+Command = Call | Record | Wait | Finish | Suspend
 
 
 @dataclass
@@ -146,7 +170,10 @@ class Transition:
     sends: list[tuple[str, Any]] = field(default_factory=list)
 
 
-def step_key(node: StepNode | RecordNode | SleepNode, frame: Frame) -> str:
+def step_key(
+    node: StepNode | RecordNode | SleepNode | ApprovalNode | WaitEventNode | CascadeNode,
+    frame: Frame,
+) -> str:
     """A step's id, qualified by the iteration of every loop around it: `charge[2][1]`."""
     if not node.loops:
         return node.name
@@ -165,7 +192,15 @@ def advance(
     if state.compensating is not None:
         return _compensate(program, instance, state, event, now, sends)
     node = program.graph.nodes[state.node]
-    if isinstance(event, StepOk) and isinstance(node, StepNode):
+    if isinstance(node, CascadeNode) and isinstance(event, StepOk | StepErr | Resolved):
+        outcome = _cascade_answer(program, instance, state, node, event, now, sends)
+        if outcome is not None:
+            return outcome
+    elif isinstance(event, Resolved) and isinstance(node, ApprovalNode | WaitEventNode):
+        if node.result is not None:
+            state.frame[node.result] = event.value
+        state.node = _next(node)
+    elif isinstance(event, StepOk) and isinstance(node, StepNode):
         if node.result is not None:
             state.frame[node.result] = event.value
         if node.compensate:
@@ -252,10 +287,23 @@ def _run(
                 raise code(instance, frame, cells)
             elif isinstance(node, EndFinallyNode):
                 _end_finally(program, state, node)
-            elif node.kind in ("approval", "wait_event", "cascade"):
-                raise NotImplementedError(
-                    f"{node.kind} nodes need the hibernation feature, not in this version"
+            elif isinstance(node, ApprovalNode):
+                assert code is not None
+                request = approval_request(code(instance, frame, cells), node, now)
+                deadline: float | None = request.get("deadline")
+                return Transition(
+                    state, Suspend(step_key(node, frame), "approval", request, deadline), sends
                 )
+            elif isinstance(node, WaitEventNode):
+                assert code is not None
+                name, match, timeout = code(instance, frame, cells)
+                request = {"event": name, "match": match}
+                expires = None if timeout is None else now + _seconds(timeout)
+                return Transition(
+                    state, Suspend(step_key(node, frame), "event", request, expires), sends
+                )
+            elif isinstance(node, CascadeNode):
+                return _cascade_next(program, instance, state, node, now, sends)
             elif isinstance(node, EndNode):
                 return Transition(state, Finish("completed", value=frame.get("__ret")), sends)
         except Exception as error:
@@ -264,11 +312,131 @@ def _run(
                 return outcome
 
 
+def _seconds(value: Any) -> float:
+    return float(value.total_seconds()) if hasattr(value, "total_seconds") else float(value)
+
+
 def _wake_time(value: Any, node: SleepNode, now: float) -> float:
     if node.until is not None:
         return float(value.timestamp())
-    seconds = value.total_seconds() if hasattr(value, "total_seconds") else float(value)
-    return now + max(seconds, 0.0)
+    return now + max(_seconds(value), 0.0)
+
+
+def approval_request(raw: Any, node: ApprovalNode, now: float) -> dict[str, Any]:
+    """Normalise an approval request; bad ones raise into the workflow (a user mistake)."""
+    if not isinstance(raw, dict):
+        raise TypeError(f"an approval request must be a dict of fields, got {type(raw).__name__}")
+    request = {**node.options, **raw}
+    approvers = request.get("approvers")
+    if isinstance(approvers, str):
+        approvers = [approvers]
+    if not approvers or not all(isinstance(a, str) and a for a in approvers):
+        raise ValueError(f"approval {node.name!r} needs approvers: a name or a list of names")
+    request["approvers"] = list(approvers)
+    deadline = request.get("deadline")
+    if deadline is not None:
+        if hasattr(deadline, "timestamp"):
+            at = float(deadline.timestamp())
+        else:
+            at = now + _seconds(deadline)
+        if at <= now:
+            raise ValueError(f"approval {node.name!r} has a deadline in the past")
+        request["deadline"] = at
+    return request
+
+
+def _cascade_var(node: CascadeNode) -> str:
+    return f"__cascade_{node.id}"
+
+
+def _cascade_next(
+    program: Program,
+    instance: Any,
+    state: RunState,
+    node: CascadeNode,
+    now: float,
+    sends: list[tuple[str, Any]],
+) -> Transition:
+    """Run the next tier of a cascade (a step), or hibernate on its human tier."""
+    code = program.code[node.id]
+    task, tiers, threshold = code(instance, state.frame, program.cells)
+    progress = state.frame.setdefault(_cascade_var(node), {"tier": 0, "candidates": []})
+    index = progress["tier"]
+    key = step_key(node, state.frame)
+    if index >= len(tiers):
+        result = conclude(task, [tuple(c) for c in progress["candidates"]], threshold, final=True)
+        return _cascade_done(program, instance, state, node, result, now, sends)
+    tier, fn = tiers[index]
+    if tier == HUMAN:
+        request = {
+            "type": "cascade",
+            "title": str(task),
+            "approvers": [HUMAN],
+            "extra": {"candidates": [list(c) for c in progress["candidates"]]},
+        }
+        return Transition(state, Suspend(f"{key}:{tier}", "approval", request), sends)
+    call = Call(
+        key=f"{key}:{tier}",
+        fn=fn,
+        args=(),
+        kwargs={},
+        policy=Policy(retries=0),
+        mode="do",
+        attempt=1,
+    )
+    return Transition(state, call, sends)
+
+
+def _cascade_answer(
+    program: Program,
+    instance: Any,
+    state: RunState,
+    node: CascadeNode,
+    event: StepOk | StepErr | Resolved,
+    now: float,
+    sends: list[tuple[str, Any]],
+) -> Transition | None:
+    code = program.code[node.id]
+    task, tiers, threshold = code(instance, state.frame, program.cells)
+    progress = state.frame.setdefault(_cascade_var(node), {"tier": 0, "candidates": []})
+    tier = tiers[progress["tier"]][0]
+    candidates = [tuple(c) for c in progress["candidates"]]
+    if isinstance(event, Resolved):
+        decision = event.value
+        chosen = decision.decisions[-1].value if getattr(decision, "decisions", None) else None
+        if chosen is None and candidates:
+            chosen = max(candidates, key=lambda c: c[2])[1]
+        candidates.append((tier, chosen, 1.0 if decision.status == "approved" else 0.0))
+    elif isinstance(event, StepOk):
+        try:
+            value, confidence = read_answer(event.value)
+        except TypeError as error:
+            return _throw(program, instance, state, node, error, now, sends) or _run(
+                program, instance, state, now, sends
+            )
+        candidates.append((tier, value, confidence))
+    progress["candidates"] = [list(c) for c in candidates]
+    progress["tier"] += 1
+    result = conclude(task, candidates, threshold, final=progress["tier"] >= len(tiers))
+    if result is None:
+        return _cascade_next(program, instance, state, node, now, sends)
+    return _cascade_done(program, instance, state, node, result, now, sends)
+
+
+def _cascade_done(
+    program: Program,
+    instance: Any,
+    state: RunState,
+    node: CascadeNode,
+    result: Any,
+    now: float,
+    sends: list[tuple[str, Any]],
+) -> Transition:
+    state.frame.pop(_cascade_var(node), None)
+    if node.result is not None:
+        state.frame[node.result] = result
+    state.node = _next(node)
+    return _run(program, instance, state, now, sends)
 
 
 def _leap(

@@ -87,6 +87,40 @@ _MIGRATIONS: list[str] = [
         dispatched_at REAL
     );
     """,
+    # 2: hibernation (approvals, event waits, schedules, handler cursors) and the module a
+    # workflow's code lives in, so a CLI deciding an approval can load and drive the run.
+    """
+    ALTER TABLE graphs ADD COLUMN module TEXT;
+    CREATE TABLE approvals (
+        id TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        approver TEXT,
+        deadline REAL,
+        body TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX approvals_by_status ON approvals(status, approver);
+    CREATE TABLE waits (
+        run_id TEXT NOT NULL,
+        step_key TEXT NOT NULL,
+        event TEXT NOT NULL,
+        match TEXT,
+        since REAL NOT NULL,
+        event_id INTEGER,
+        PRIMARY KEY (run_id, step_key)
+    ) WITHOUT ROWID;
+    CREATE INDEX waits_open ON waits(event) WHERE event_id IS NULL;
+    CREATE INDEX outbox_by_event ON outbox(event, id);
+    CREATE TABLE schedules (
+        name TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        next_fire REAL NOT NULL,
+        last_fire REAL
+    );
+    CREATE TABLE cursors (name TEXT PRIMARY KEY, last_id INTEGER NOT NULL)
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -122,6 +156,8 @@ class Checkpoint:
     sends: list[tuple[str, str]] = field(default_factory=list)
     release: bool = False
     """Give up the lease (the run now waits or has finished)."""
+    extra: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    """More statements of the same transaction (an approval row, an event subscription)."""
 
 
 @dataclass
@@ -259,6 +295,14 @@ class Store:
         self._jobs.append(_Job(fn, future))
         self._wake.set()
         return await future
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """One statement in the next group transaction."""
+
+        async def job(conn: aiosqlite.Connection) -> None:
+            await conn.execute(sql, params)
+
+        await self.write(job)
 
     async def checkpoint(self, checkpoint: Checkpoint) -> None:
         """Persist a transition; returns once committed. Raises LeaseLost if not ours."""
@@ -398,6 +442,9 @@ class Store:
                 "finished_at = excluded.finished_at WHERE steps.status != 'completed'",
                 journal,
             )
+        for c in kept:
+            for statement, values in c.extra:
+                await conn.execute(statement, values)
         sends = [(c.run_id, name, data, c.now) for c in kept for name, data in c.sends]
         if sends:
             await conn.executemany(
