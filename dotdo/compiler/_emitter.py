@@ -48,8 +48,17 @@ class Cont:
 class Emitter:
     """Node ids, loose ends, the block buffer and the try/loop context of the lowering."""
 
-    def __init__(self, *, name: str, file: str, indent: int, self_name: str) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        file: str,
+        self_name: str,
+        lines: list[str] | None = None,
+        indent: int = 0,
+    ) -> None:
         self.file = file
+        self.lines = lines or []
         self.indent = indent
         self.graph = Graph(name=name, file=file, self_name=self_name)
         self.nodes: dict[str, Node] = {}
@@ -68,9 +77,17 @@ class Emitter:
             message,
             file=self.file,
             line=getattr(node, "lineno", 0),
-            col=getattr(node, "col_offset", 0) + self.indent + 1,
+            col=self.column(node) + self.indent + 1,
             hint=hint,
         )
+
+    def column(self, node: ast.AST) -> int:
+        """ast counts columns in UTF-8 bytes; people count characters."""
+        offset = getattr(node, "col_offset", 0)
+        line = getattr(node, "lineno", 0)
+        if not 0 < line <= len(self.lines):
+            return int(offset)
+        return len(self.lines[line - 1].encode()[:offset].decode(errors="ignore"))
 
     def new_id(self, prefix: str = "n") -> str:
         self.counter += 1

@@ -30,6 +30,7 @@ from dotdo.compiler.ir import (
     StepNode,
     WaitEventNode,
 )
+from dotdo.compiler.liveness import live_locals
 
 __all__ = ["JUMP", "RETURN", "Frame", "NodeFn", "Program", "build_program"]
 
@@ -61,6 +62,8 @@ class Program:
     code: dict[str, NodeFn]
     cells: Mapping[str, Any] = field(default_factory=dict)
     members: dict[str, frozenset[str]] = field(default_factory=dict)
+    live: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Per node, the locals that may still be read there: what a checkpoint must keep."""
 
     @property
     def hash(self) -> str:
@@ -123,7 +126,7 @@ def build_program(
         template = scratch[fname]
         code[node_id] = types.FunctionType(template.__code__, namespace, fname)
     members = {rid: frozenset(region.members) for rid, region in graph.regions.items()}
-    return Program(graph=graph, code=code, cells=cells, members=members)
+    return Program(graph=graph, code=code, cells=cells, members=members, live=live_locals(graph))
 
 
 def _parse_at(src: str, line: int, mode: str = "exec") -> list[ast.stmt]:
@@ -247,12 +250,26 @@ class _Rewriter(ast.NodeTransformer):
         if node.type is not None:
             node.type = self.visit(node.type)
         name = node.name
+        node.body = self._visit_stmts(node.body)
         if name and self._binds_here(name):
+            # Bind the caught exception in the frame, and unbind it after, as Python does.
             temp = f"__dotdo_caught_{name}"
             node.name = temp
-            node.body = [self._store(name, ast.Name(id=temp, ctx=ast.Load()), node), *node.body]
-        node.body = self._visit_stmts(node.body)
+            unbind = ast.parse(f"__L__.pop({name!r}, None)").body
+            guarded = ast.Try(body=node.body, handlers=[], orelse=[], finalbody=unbind)
+            node.body = [
+                self._store(name, ast.Name(id=temp, ctx=ast.Load()), node),
+                ast.copy_location(guarded, node),
+            ]
         return node
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> Any:
+        # `x: T = v` on a frame slot is a plain assignment (annotations of locals are unused).
+        target = self.visit(node.target)
+        if node.value is None:
+            return ast.copy_location(ast.Pass(), node)
+        value = self.visit(node.value)
+        return ast.copy_location(ast.Assign(targets=[target], value=value), node)
 
     def _visit_stmts(self, stmts: list[ast.stmt]) -> list[ast.stmt]:
         out: list[ast.stmt] = []

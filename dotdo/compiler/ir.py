@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import networkx as nx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 __all__ = [
     "DURABLE_KINDS",
@@ -51,11 +51,13 @@ class _Model(BaseModel):
 class Policy(_Model):
     """How a durable step is retried: attempt k waits initial_delay * backoff**(k-1), capped."""
 
-    retries: int = 3
-    backoff: float = 2.0
-    initial_delay: float = 1.0
-    max_delay: float = 300.0
-    timeout: float | None = None
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    retries: int = Field(default=3, ge=0)
+    backoff: float = Field(default=2.0, ge=1.0)
+    initial_delay: float = Field(default=1.0, ge=0.0)
+    max_delay: float = Field(default=300.0, ge=0.0)
+    timeout: float | None = Field(default=None, gt=0.0)
 
     def delay(self, failed_attempts: int) -> float:
         """Seconds to wait before the retry that follows `failed_attempts` failures."""
@@ -98,6 +100,8 @@ class BlockNode(_NodeBase):
 class ChoiceNode(_NodeBase):
     kind: Literal["choice"] = "choice"
     cond: str
+    bounded: bool = False
+    """The head of a `for` loop: it iterates a stored list, so it always ends."""
     then: str | None = None
     orelse: str | None = None
 
@@ -258,6 +262,7 @@ class Graph(_Model):
     regions: dict[str, Region] = Field(default_factory=dict)
     nodes: dict[str, Node] = Field(default_factory=dict)
     start: str = "start"
+    _hash: str | None = PrivateAttr(default=None)
 
     def to_json(self) -> str:
         """Canonical JSON: the same graph always gives the same text, hence the same hash."""
@@ -269,7 +274,10 @@ class Graph(_Model):
 
     @property
     def hash(self) -> str:
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:20]
+        """Computed once: a graph is not changed after it is built (lowering, loading)."""
+        if self._hash is None:
+            self._hash = hashlib.sha256(self.to_json().encode()).hexdigest()[:20]
+        return self._hash
 
     def edges(self) -> Iterator[tuple[str, str, str]]:
         """Every (source, target, kind) edge; kinds: next, true, false, error, return, jump."""
@@ -286,12 +294,18 @@ class Graph(_Model):
             if isinstance(node, BlockNode):
                 for target in (node.breaks_to, node.continues_to):
                     if target:
-                        yield node.id, target, "jump"
+                        yield node.id, self._jump_target(node, target), "jump"
                 if node.returns:
                     yield node.id, self._return_target(node), "return"
             if isinstance(node, EndFinallyNode):
                 for target in node.targets:
                     yield node.id, target, "jump"
+
+    def _jump_target(self, node: BlockNode, target: str) -> str:
+        """A jump out of a try/finally goes through the finally first."""
+        if node.fin and target not in self.regions[node.fin].members:
+            return self.regions[node.fin].entry
+        return target
 
     def _return_target(self, node: BlockNode) -> str:
         return self.regions[node.fin].entry if node.fin else END
@@ -322,7 +336,7 @@ class Graph(_Model):
         graph = self.to_networkx()
         reachable = nx.descendants(graph, self.start) | {self.start}
         for node_id, node in self.nodes.items():
-            if node_id not in reachable:
+            if node_id not in reachable and node_id != END:
                 findings.append(
                     Finding(
                         severity="error", message="unreachable code", node=node_id, line=node.line
@@ -344,7 +358,9 @@ class Graph(_Model):
                 )
             )
         busy = graph.subgraph(
-            n for n, node in self.nodes.items() if node.kind not in DURABLE_KINDS
+            n
+            for n, node in self.nodes.items()
+            if node.kind not in DURABLE_KINDS and not getattr(node, "bounded", False)
         ).copy()
         for component in nx.strongly_connected_components(busy):
             if len(component) > 1:

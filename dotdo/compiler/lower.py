@@ -11,8 +11,8 @@ into temporaries. What cannot be lowered raises `CompileError` with file, line a
 from __future__ import annotations
 
 import ast
-import inspect
-import textwrap
+import copy
+import linecache
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -39,29 +39,54 @@ __all__ = ["StepInfo", "lower_function"]
 
 def lower_function(fn: Callable[..., Any], *, name: str, steps: Mapping[str, StepInfo]) -> Graph:
     """Compile `fn` (an `async def` taking self first) to a validated graph."""
-    try:
-        lines, first_line = inspect.getsourcelines(fn)
-        file = inspect.getsourcefile(fn) or "<unknown>"
-    except (OSError, TypeError) as exc:
+    code = getattr(fn, "__code__", None)
+    file = getattr(code, "co_filename", "<unknown>")
+    first_line = getattr(code, "co_firstlineno", 0)
+    func, lines = _find_function(file, first_line, getattr(fn, "__name__", ""))
+    if func is None:
         raise CompileError(
             f"cannot read the source of workflow {name!r}",
-            file=getattr(getattr(fn, "__code__", None), "co_filename", "<unknown>"),
-            line=getattr(getattr(fn, "__code__", None), "co_firstlineno", 0),
+            file=file,
+            line=first_line,
             hint="workflows must be defined in a file, not typed at a prompt",
-        ) from exc
-    indent = len(lines[0]) - len(lines[0].lstrip())
-    tree = ast.parse(textwrap.dedent("".join(lines)))
-    ast.increment_lineno(tree, first_line - 1)
-    func = tree.body[0]
+        )
     if not isinstance(func, ast.AsyncFunctionDef):
         raise CompileError(
             f"workflow {name!r} must be an `async def`",
             file=file,
-            line=first_line,
-            col=indent + 1,
+            line=func.lineno,
+            col=func.col_offset + 1,
             hint="write `async def` so durable calls can be awaited",
         )
-    return _Lowerer(func, name=name, file=file, indent=indent, steps=steps).lower()
+    return _Lowerer(func, name=name, file=file, lines=lines, steps=steps).lower()
+
+
+_PARSED: dict[str, tuple[str, ast.Module]] = {}
+
+
+def _find_function(
+    file: str, first_line: int, fn_name: str
+) -> tuple[ast.FunctionDef | ast.AsyncFunctionDef | None, list[str]]:
+    """The function's node in its whole file (exact lines and columns, any indentation)."""
+    linecache.checkcache(file)
+    lines = linecache.getlines(file)
+    if not lines:
+        return None, []
+    text = "".join(lines)
+    cached = _PARSED.get(file)
+    if cached is None or cached[0] != text:
+        try:
+            cached = (text, ast.parse(text, filename=file))
+        except SyntaxError:
+            return None, lines
+        _PARSED[file] = cached
+    for node in ast.walk(cached[1]):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == fn_name:
+            starts = {node.lineno, *(d.lineno for d in node.decorator_list)}
+            if first_line in starts:
+                # Lowering rewrites the tree in place; the cached one must stay pristine.
+                return copy.deepcopy(node), lines
+    return None, lines
 
 
 class _Lowerer(DurableOps):
@@ -169,7 +194,7 @@ class _Lowerer(DurableOps):
             self.lower_simple(stmt)
 
     def reject_unsupported(self, stmt: ast.stmt) -> None:
-        for node in _scan.walk_same_scope(stmt):
+        for node in ast.walk(stmt):
             if isinstance(node, ast.Global | ast.Nonlocal):
                 raise self.error(
                     node,
@@ -182,7 +207,48 @@ class _Lowerer(DurableOps):
                 )
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
                 if node.func.id == "super":
-                    raise self.error(node, "super() cannot be used in a workflow body")
+                    raise self.error(
+                        node,
+                        "super() cannot be used in a workflow body",
+                        "call the base class method as a step: `await self.do(Base.m, self)`",
+                    )
+            if isinstance(node, ast.Lambda | ast.FunctionDef | ast.AsyncFunctionDef):
+                self.reject_nested(node)
+        for node in _scan.walk_same_scope(stmt):
+            if isinstance(node, ast.Yield | ast.YieldFrom):
+                raise self.error(node, "a workflow cannot `yield`", "return a list, or send events")
+            if isinstance(node, ast.AsyncWith | ast.AsyncFor):
+                word = "async with" if isinstance(node, ast.AsyncWith) else "async for"
+                raise self.error(
+                    node,
+                    f"`{word}` cannot be used in a workflow",
+                    "do the asynchronous work inside a step (`await self.do(fn)`)",
+                )
+            if isinstance(
+                node, ast.ListComp | ast.SetComp | ast.DictComp | ast.GeneratorExp
+            ) and any(g.is_async for g in node.generators):
+                raise self.error(
+                    node,
+                    "an async comprehension cannot be used in a workflow",
+                    "use a for loop, or run the comprehension inside a step",
+                )
+
+    def reject_nested(self, scope: ast.Lambda | ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        """Durable operations need the workflow's own frame: none inside nested functions."""
+        body: list[ast.AST] = [scope.body] if isinstance(scope, ast.Lambda) else [*scope.body]
+        for part in body:
+            for node in ast.walk(part):
+                op = _scan.durable_op(node, self.self_name, self.steps)
+                if op is not None and op not in ("step",):
+                    name = op if op != "request_approval" else "approval_flow"
+                    what = "a lambda" if isinstance(scope, ast.Lambda) else "a nested function"
+                    raise self.error(
+                        node if isinstance(scope, ast.Lambda) else scope,
+                        f"`self.{name}` (line {getattr(node, 'lineno', 0)}) cannot be used "
+                        f"inside {what}",
+                        "call it in the workflow body; a function passed to self.do may call "
+                        "ordinary methods and @step methods",
+                    )
 
     # ------------------------------------------------------------ control flow
     def lower_if(self, stmt: ast.If) -> None:
@@ -203,7 +269,8 @@ class _Lowerer(DurableOps):
         self.flush()
         head = self.new_id("L")
         self.cont.labels.append(head)
-        test = self.hoist(stmt.test)
+        with self.scope(loops=(*self.ctx.loops, counter)):
+            test = self.hoist(stmt.test)
         assert isinstance(test, ast.expr)
         choice = ChoiceNode(id=self.new_id("c"), line=stmt.lineno, cond=ast.unparse(test))
         self.emit(choice, tails=())
@@ -214,11 +281,20 @@ class _Lowerer(DurableOps):
         assert isinstance(iterable, ast.expr)
         items = self.hidden_name("it", stmt.lineno)
         index = self.hidden_name("i", stmt.lineno)
-        init = f"{items} = list({ast.unparse(iterable)})\n{index} = 0"
+        # Lists, tuples, ranges and strings are iterated by index in place (a range is stored
+        # as three numbers); any other iterable is evaluated once into a stored list.
+        init = (
+            f"{items} = {ast.unparse(iterable)}\n"
+            f"if type({items}) not in (list, tuple, range, str):\n"
+            f"    {items} = list({items})\n"
+            f"{index} = 0"
+        )
         for s in ast.parse(init).body:
             self.buffer.append(ast.fix_missing_locations(ast.copy_location(s, stmt)))
         self.flush()
-        choice = ChoiceNode(id=self.new_id("c"), line=stmt.lineno, cond=f"{index} < len({items})")
+        choice = ChoiceNode(
+            id=self.new_id("c"), line=stmt.lineno, cond=f"{index} < len({items})", bounded=True
+        )
         self.emit(choice, tails=())
         bind = f"{ast.unparse(stmt.target)} = {items}[{index}]\n{index} += 1"
         self.loop_body(stmt, choice, choice.id, index, bind)
@@ -248,8 +324,10 @@ class _Lowerer(DurableOps):
         inner_fin = rid if has_fin else outer.fin
         self.flush()
         first = len(self.order)
+        self.hidden.setdefault("__exc", stmt.lineno)
         with self.scope(catch=dispatch or fin_raise, fin=inner_fin):
             self.lower_body(stmt.body)
+            self.flush()
         with self.scope(catch=inner_catch, fin=inner_fin):
             self.lower_body(stmt.orelse)
             normal = self.take()
@@ -307,6 +385,10 @@ class _Lowerer(DurableOps):
             for s in ast.parse(binding).body:
                 self.buffer.append(ast.fix_missing_locations(ast.copy_location(s, handler)))
             self.lower_body(body)
+            if handler.name and not self.dead():
+                # As Python does: the name bound by `except ... as e` is gone after the handler.
+                for s in ast.parse(f"{handler.name} = None\ndel {handler.name}").body:
+                    self.buffer.append(ast.fix_missing_locations(ast.copy_location(s, handler)))
             done = done.merge(self.take())
             if handler.type is None:
                 return done

@@ -137,6 +137,7 @@ class WorkflowDef(Generic[F]):
         """An event pattern when declared with `@on`."""
         self._graph: Graph | None = None
         self._programs: dict[str, Program] = {}
+        self._hints: dict[str, Any] | None = None
         self.__doc__ = fn.__doc__
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -179,10 +180,13 @@ class WorkflowDef(Generic[F]):
         return dict(zip(code.co_freevars, closure, strict=True))
 
     def type_hints(self) -> dict[str, Any]:
-        try:
-            return typing.get_type_hints(self.fn)
-        except Exception:
-            return {}
+        """Resolved annotations, computed once (every start and result needs them)."""
+        if self._hints is None:
+            try:
+                self._hints = typing.get_type_hints(self.fn)
+            except Exception:
+                self._hints = {}
+        return self._hints
 
     def signature(self) -> inspect.Signature:
         return inspect.signature(self.fn)

@@ -343,7 +343,9 @@ class RunDriver:
         extra: list[tuple[str, tuple[Any, ...]]] | None = None,
     ) -> Checkpoint:
         state_json = (
-            self._last_state(run) if keep_state else encode_state(run.state, run.program.graph)
+            self._last_state(run)
+            if keep_state
+            else encode_state(run.state, run.program.graph, run.program.live.get(run.state.node))
         )
         return Checkpoint(
             run_id=run.run_id,
@@ -364,7 +366,7 @@ class RunDriver:
     @staticmethod
     def _last_state(run: _Run) -> str:
         try:
-            return encode_state(run.state, run.program.graph)
+            return _encode(run)
         except SerializationError:
             return serde.dumps({"frame": {}, "attempt": 0, "comp": [], "compensating": None})
 
@@ -388,3 +390,8 @@ class RunDriver:
         for future in self._waiters.pop(run_id, []):
             if not future.done():
                 future.set_result(None)
+
+
+def _encode(run: _Run) -> str:
+    """The run's state with only the locals still live where it stands."""
+    return encode_state(run.state, run.program.graph, run.program.live.get(run.state.node))

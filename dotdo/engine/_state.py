@@ -31,17 +31,29 @@ def bind_inputs(
         raise DotdoError(f"bad arguments for {wf.qualname}: {exc}") from None
     bound.apply_defaults()
     hints = wf.type_hints()
-    values = dict(list(bound.arguments.items())[1:])
-    return {
-        name: serde.coerce(value, hints.get(name, inspect.Parameter.empty))
-        for name, value in values.items()
-    }
+    params = list(signature.parameters.values())[1:]
+    kinds = {p.name: p.kind for p in params}
+    out: dict[str, Any] = {}
+    for name, value in list(bound.arguments.items())[1:]:
+        annotation = hints.get(name, inspect.Parameter.empty)
+        if kinds.get(name) is inspect.Parameter.VAR_POSITIONAL:
+            out[name] = tuple(serde.coerce(v, annotation) for v in value)
+        elif kinds.get(name) is inspect.Parameter.VAR_KEYWORD:
+            out[name] = {k: serde.coerce(v, annotation) for k, v in value.items()}
+        else:
+            out[name] = serde.coerce(value, annotation)
+    return out
 
 
-def encode_state(state: RunState, graph: Graph) -> str:
-    """The run state as JSON; a local that cannot be stored is named with its line."""
+def encode_state(state: RunState, graph: Graph, live: frozenset[str] | None = None) -> str:
+    """The run state as JSON; a local that cannot be stored is named with its line.
+
+    With `live`, only those locals are kept: the others are never read again.
+    """
     frame: dict[str, Any] = {}
     for name, value in state.frame.items():
+        if live is not None and name not in live:
+            continue
         try:
             frame[name] = serde.encode(value)
         except SerializationError as exc:

@@ -20,6 +20,7 @@ import importlib
 import inspect
 import json
 import threading
+import types
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import date, datetime, time, timedelta
@@ -214,11 +215,41 @@ def _encoder_for(t: type) -> _Encoder:
     if dataclasses.is_dataclass(t):
         names = tuple(f.name for f in dataclasses.fields(t) if f.init)
         return lambda v: {"$t": "dataclass", "cls": path, "v": _enc_fields(v, names)}
+    if issubclass(t, type):
+        return _enc_class
+    if t in (types.FunctionType, types.BuiltinFunctionType):
+        return _enc_function
 
     def unsupported(v: Any) -> JSONValue:
         raise _Unstorable(f"cannot store a value of type {t.__qualname__}")
 
     return unsupported
+
+
+def _enc_class(cls: type) -> JSONValue:
+    """A class is stored by reference (its import path), like pickle does."""
+    path = class_path(cls)
+    _CLASSES[path] = cls
+    return {"$t": "class", "cls": path}
+
+
+def _enc_function(fn: Any) -> JSONValue:
+    """A module-level function is stored by reference; code defined inline cannot be."""
+    qualname = getattr(fn, "__qualname__", "")
+    if "<locals>" in qualname or "<lambda>" in qualname:
+        raise _Unstorable(
+            "cannot store a lambda or a function defined inside another function; "
+            "define it at module level"
+        )
+    return {"$t": "func", "cls": f"{fn.__module__}:{qualname}"}
+
+
+def _dec_ref(path: str) -> object:
+    module, _, qualname = path.partition(":")
+    found: object = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return found
 
 
 def _enc_fields(obj: object, names: tuple[str, ...]) -> JSONValue:
@@ -272,6 +303,8 @@ _ENCODERS: dict[type, _Encoder] = {  # exact type -> encoder; _enc adds one per 
     type(Path()): lambda v: {"$t": "path", "v": str(v)},
     PurePosixPath: lambda v: {"$t": "path", "v": str(v), "cls": "PurePosixPath"},
     PureWindowsPath: lambda v: {"$t": "path", "v": str(v), "cls": "PureWindowsPath"},
+    range: lambda v: {"$t": "range", "v": [v.start, v.stop, v.step]},
+    types.ModuleType: lambda v: {"$t": "module", "v": v.__name__},
 }
 
 
@@ -344,4 +377,8 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], object]] = {
     "model": lambda d: _need(d, BaseModel).model_validate(_dec(d["v"])),
     "dataclass": lambda d: _need(d, None)(**{k: _dec(x) for k, x in d["v"].items()}),
     "exc": _dec_exc,
+    "range": lambda d: range(*d["v"]),
+    "module": lambda d: importlib.import_module(d["v"]),
+    "class": lambda d: _CLASSES.get(d["cls"]) or _dec_ref(d["cls"]),
+    "func": lambda d: _dec_ref(d["cls"]),
 }
