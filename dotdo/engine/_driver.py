@@ -164,9 +164,11 @@ class RunDriver:
                 sends.extend(t.sends)
                 continue
             if journal or isinstance(command, Wait | Finish):
-                await self._commit(run, t, journal, sends)
+                ended = await self._commit(run, t, journal, sends)
                 journal, sends = [], []
-            if isinstance(command, Wait | Finish) or self._closing:
+                if ended:
+                    return
+            if self._closing:
                 return
             if isinstance(command, Record):
                 value = self._record(command.what)
@@ -248,19 +250,19 @@ class RunDriver:
     async def _execute(self, run_id: str, call: Call) -> StepOk | StepErr:
         token = enter_step(StepContext(run_id, call.key, call.attempt))
         timeout = call.policy.timeout
+        deadline = asyncio.timeout(timeout)
         try:
-            if timeout is not None and not inspect.iscoroutinefunction(call.fn):
-                result = await asyncio.wait_for(
-                    asyncio.to_thread(call.fn, *call.args, **call.kwargs), timeout
-                )
-            else:
-                result = call.fn(*call.args, **call.kwargs)
-            if inspect.isawaitable(result):
-                result = await (asyncio.wait_for(result, timeout) if timeout else result)
+            async with deadline:
+                if timeout is not None and not inspect.iscoroutinefunction(call.fn):
+                    result = await asyncio.to_thread(call.fn, *call.args, **call.kwargs)
+                else:
+                    result = call.fn(*call.args, **call.kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
             return StepOk(result)
-        except TimeoutError:
-            return StepErr(StepTimeout(f"step {call.key!r} timed out after {timeout}s"))
         except Exception as error:
+            if isinstance(error, TimeoutError) and deadline.expired():
+                error = StepTimeout(f"step {call.key!r} timed out after {timeout}s")
             return StepErr(error)
         finally:
             leave_step(token)
@@ -281,7 +283,8 @@ class RunDriver:
         *,
         status: str | None = None,
         extra: list[tuple[str, tuple[Any, ...]]] | None = None,
-    ) -> None:
+    ) -> bool:
+        """Persist a transition; True when the run has stopped advancing (waits or ended)."""
         command = t.command
         kwargs: dict[str, Any] = {"extra": extra or []}
         if status is not None:
@@ -327,6 +330,7 @@ class RunDriver:
             self._kick.set()
         if sends:
             self._kick.set()
+        return checkpoint.status != "running"
 
     def _checkpoint(
         self,

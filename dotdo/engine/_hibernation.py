@@ -115,7 +115,8 @@ class Hibernation(RunDriver):
             )
             if found is not None:
                 if journal or sends:
-                    await self._commit(run, t, journal, sends, status="running")
+                    if await self._commit(run, t, journal, sends, status="running"):
+                        return None
                 return self._resolved(run, command.key, found)
         await self._commit(run, t, journal, sends, extra=extra)
         if command.kind == "event":

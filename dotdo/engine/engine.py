@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import time
 import uuid
 from pathlib import Path
@@ -33,9 +34,17 @@ from dotdo.engine.interpreter import Event, Resume, RunState, TimerFired
 from dotdo.engine.leases import claim, lease_is_free, new_owner, release_all, release_owner, renew
 from dotdo.engine.records import RunInfo, StepRecord
 from dotdo.engine.store import Store
-from dotdo.errors import DotdoError, RunNotFound, StoreError, UnknownWorkflow
+from dotdo.errors import (
+    DotdoError,
+    RunNotFound,
+    SerializationError,
+    StoreError,
+    UnknownWorkflow,
+)
 
 __all__ = ["Engine", "FaultHook", "RunHandle"]
+
+log = logging.getLogger("dotdo.engine")
 
 
 class Engine(Hibernation):
@@ -55,7 +64,11 @@ class Engine(Hibernation):
         faults: FaultHook | None = None,
         poll_seconds: float = 1.0,
         shutdown_grace: float = 10.0,
+        busy_timeout: float = 5.0,
     ) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise StoreError(f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}")
+        self.busy_timeout = busy_timeout
         self.path = Path(path)
         self.synchronous = synchronous
         self.lease_seconds = lease_seconds
@@ -74,6 +87,7 @@ class Engine(Hibernation):
         self._kick = asyncio.Event()
         self._crashed: BaseException | None = None
         self._closing = False
+        self._unloadable: set[str] = set()
 
     # ------------------------------------------------------------ registration
     def register(self, *targets: type[DO] | WorkflowDef[Any]) -> Engine:
@@ -122,14 +136,24 @@ class Engine(Hibernation):
             owner=self.owner,
             synchronous=self.synchronous,
             commit_hook=self._commit_hook if self.faults else None,
+            busy_timeout=self.busy_timeout,
         )
         await self._store.open()
         self.clock.subscribe(self._kick.set)
+        try:
+            await self.recover()
+        except BaseException as exc:
+            # Opening failed half-way (a locked database, say): stop what was started,
+            # without more writes that would wait on the same lock.
+            self.clock.unsubscribe(self._kick.set)
+            store, self._store = self._store, None
+            await store.abandon(exc)
+            release_owner(self.owner)
+            raise
         self._background = [
             asyncio.create_task(self._timer_loop(), name="dotdo-timers"),
             asyncio.create_task(self._lease_loop(), name="dotdo-leases"),
         ]
-        await self.recover()
 
     async def close(self) -> None:
         """Stop taking work, let in-flight steps finish (up to the grace), release leases."""
@@ -286,9 +310,26 @@ class Engine(Hibernation):
         )
 
     async def _resume(self, run_id: str) -> None:
-        """Load a claimed run from the store and drive it from its persisted node."""
-        if run_id in self._active:
+        """Load a claimed run and drive it; a run this code cannot load is failed."""
+        if run_id in self._active or run_id in self._unloadable:
             return
+        try:
+            await self._load_and_drive(run_id)
+        except (DotdoError, ValueError, TypeError, KeyError) as exc:
+            # Its stored state or graph does not fit this code (a renamed class, say): fail
+            # it with a clear error rather than let it stall the runs behind it.
+            log.error("cannot resume run %s: %s", run_id, exc)
+            self._unloadable.add(run_id)
+            error = SerializationError(f"run {run_id!r} cannot be resumed by this code: {exc}")
+            await self.store.execute(
+                "UPDATE runs SET status = 'failed', error = ?, lease_owner = NULL, "
+                "lease_until = NULL, wake_at = NULL, updated_at = ? WHERE run_id = ? "
+                "AND lease_owner = ?",
+                (serde.dumps(error), self.clock.now(), run_id, self.owner),
+            )
+            self._notify(run_id)
+
+    async def _load_and_drive(self, run_id: str) -> None:
         row = await self.store.fetch_one("SELECT * FROM runs WHERE run_id = ?", (run_id,))
         if row is None or row["status"] != "running":
             return
@@ -444,14 +485,21 @@ class Engine(Hibernation):
                 return info
             if self._crashed is not None:
                 raise self._crashed
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.setdefault(run_id, []).append(future)
             wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
             if wait <= 0:
                 raise TimeoutError(f"run {run_id!r} did not finish in {timeout}s")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(future), timeout=wait)
-            if future.done() and future.exception() is not None:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            waiters = self._waiters.setdefault(run_id, [])
+            waiters.append(future)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(future), timeout=wait)
+            finally:
+                if future in waiters:
+                    waiters.remove(future)
+                if not waiters:
+                    self._waiters.pop(run_id, None)
+            if future.done() and not future.cancelled() and future.exception() is not None:
                 raise future.exception()  # type: ignore[misc]
 
     async def idle(self, run_id: str, *, timeout: float | None = None) -> RunInfo:

@@ -121,6 +121,41 @@ _MIGRATIONS: list[str] = [
     );
     CREATE TABLE cursors (name TEXT PRIMARY KEY, last_id INTEGER NOT NULL)
     """,
+    # 3: entities (dotdo.entities): each DO instance's state with a version for optimistic
+    # concurrency, the results of applied calls by call id (so a repeated call is answered,
+    # not applied again), and the outbox of fire-and-forget calls.
+    """
+    CREATE TABLE entities (
+        cls TEXT NOT NULL,
+        id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (cls, id)
+    ) WITHOUT ROWID;
+    CREATE TABLE entity_calls (
+        call_id TEXT PRIMARY KEY,
+        cls TEXT NOT NULL,
+        id TEXT NOT NULL,
+        result TEXT NOT NULL,
+        created_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX entity_calls_by_age ON entity_calls(created_at);
+    CREATE TABLE entity_outbox (
+        call_id TEXT PRIMARY KEY,
+        cls TEXT NOT NULL,
+        request TEXT NOT NULL,
+        run_id TEXT,
+        step_key TEXT,
+        created_at REAL NOT NULL,
+        next_try REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        delivered_at REAL,
+        outcome TEXT,
+        error TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX entity_outbox_due ON entity_outbox(next_try) WHERE delivered_at IS NULL
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -179,7 +214,11 @@ class Store:
         owner: str,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         commit_hook: CommitHook | None = None,
+        busy_timeout: float = 5.0,
     ) -> None:
+        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise StoreError(f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}")
+        self.busy_timeout = busy_timeout
         self.path = str(path)
         self.owner = owner
         self.synchronous = synchronous
@@ -198,8 +237,11 @@ class Store:
     async def open(self) -> None:
         try:
             self._writer = await self._connect()
+            # Refuse a foreign or newer database before touching it (WAL changes the header).
             await self._migrate(self._writer)
+            await self._configure(self._writer)
             self._reader = await self._connect()
+            await self._configure(self._reader)
         except sqlite3.DatabaseError as exc:
             await self._close_connections()
             raise StoreError(_describe(self.path, exc)) from None
@@ -210,11 +252,17 @@ class Store:
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
-        await conn.execute("PRAGMA busy_timeout = 5000")
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def _configure(self, conn: aiosqlite.Connection) -> None:
         await conn.execute("PRAGMA journal_mode = WAL")
         await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         await conn.execute("PRAGMA foreign_keys = ON")
-        return conn
 
     async def _migrate(self, conn: aiosqlite.Connection) -> None:
         tables = {
@@ -329,15 +377,22 @@ class Store:
             if not jobs and not checkpoints:
                 continue
             lost: set[str] = set()
+            outcomes: list[tuple[bool, Any]] = []
+            run_ids = [c.run_id for c, _ in checkpoints]
             try:
-                await conn.execute("BEGIN IMMEDIATE")
-                outcomes = [await _run_job(conn, job) for job in jobs]
-                if checkpoints:
-                    lost = await self._write_checkpoints(conn, [c for c, _ in checkpoints])
-                run_ids = [c.run_id for c, _ in checkpoints]
-                if self.commit_hook:
-                    self.commit_hook("before_commit", run_ids)
-                await conn.execute("COMMIT")
+                if jobs:
+                    await conn.execute("BEGIN IMMEDIATE")
+                    outcomes = [await _run_job(conn, job) for job in jobs]
+                # The checkpoints and the COMMIT (and BEGIN, when no job opened the
+                # transaction) run as one function on the connection's thread: one hop.
+                lost = await _on_thread(
+                    conn,
+                    _commit_checkpoints,
+                    self.owner,
+                    [c for c, _ in checkpoints],
+                    self.commit_hook,
+                    not jobs,
+                )
                 self.batches += 1
                 self.committed += len(checkpoints)
                 if self.commit_hook:
@@ -375,82 +430,6 @@ class Store:
         for _, future in self._checkpoints:
             _settle(future, error=error)
         self._jobs, self._checkpoints = [], []
-
-    async def _write_checkpoints(
-        self, conn: aiosqlite.Connection, checkpoints: list[Checkpoint]
-    ) -> set[str]:
-        params = [
-            (
-                c.status,
-                c.node,
-                c.state,
-                c.wake_at,
-                c.result,
-                c.error,
-                c.steps_done,
-                c.now,
-                int(c.release),
-                int(c.release),
-                c.run_id,
-                self.owner,
-            )
-            for c in checkpoints
-        ]
-        cursor = await conn.executemany(
-            "UPDATE runs SET status = ?, node = ?, state = ?, wake_at = ?, result = ?, "
-            "error = ?, steps_done = ?, updated_at = ?, "
-            "lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END, "
-            "lease_until = CASE WHEN ? THEN NULL ELSE lease_until END "
-            "WHERE run_id = ? AND lease_owner = ?",
-            params,
-        )
-        lost: set[str] = set()
-        if cursor.rowcount != len(checkpoints):
-            ids = [c.run_id for c in checkpoints]
-            marks = ",".join("?" * len(ids))
-            rows = await conn.execute_fetchall(
-                f"SELECT run_id, lease_owner FROM runs WHERE run_id IN ({marks})", ids
-            )
-            owners = {r[0]: r[1] for r in rows}
-            lost = {i for i in ids if owners.get(i) != self.owner}
-            # A run released in this same batch shows a NULL owner now; it was ours.
-            lost -= {c.run_id for c in checkpoints if c.release and owners.get(c.run_id) is None}
-        kept = [c for c in checkpoints if c.run_id not in lost]
-        journal = [
-            (
-                c.run_id,
-                j.key,
-                j.status,
-                j.attempts,
-                j.value,
-                j.error,
-                j.seq,
-                j.started_at,
-                j.finished_at,
-            )
-            for c in kept
-            for j in c.journal
-        ]
-        if journal:
-            await conn.executemany(
-                "INSERT INTO steps(run_id, step_key, status, attempts, value, error, seq, "
-                "started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(run_id, step_key) DO UPDATE SET status = excluded.status, "
-                "attempts = excluded.attempts, value = excluded.value, "
-                "error = excluded.error, seq = excluded.seq, "
-                "started_at = COALESCE(steps.started_at, excluded.started_at), "
-                "finished_at = excluded.finished_at WHERE steps.status != 'completed'",
-                journal,
-            )
-        for c in kept:
-            for statement, values in c.extra:
-                await conn.execute(statement, values)
-        sends = [(c.run_id, name, data, c.now) for c in kept for name, data in c.sends]
-        if sends:
-            await conn.executemany(
-                "INSERT INTO outbox(run_id, event, data, created_at) VALUES (?, ?, ?, ?)", sends
-            )
-        return lost
 
     # ------------------------------------------------------------------- reads
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
@@ -500,3 +479,116 @@ def _describe(path: str, exc: sqlite3.DatabaseError) -> str:
     if "unable to open" in text:
         return f"cannot open {path}: {text}"
     return f"{path}: {text}"
+
+
+async def _on_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """Run `fn(sqlite3_connection, *args)` on aiosqlite's connection thread in one hop.
+
+    aiosqlite hops threads once per statement; a group transaction of a dozen statements
+    would pay a dozen hops. Its `_execute` queues one function on the same thread instead.
+    """
+    raw = conn._connection
+    assert raw is not None
+    result: T = await conn._execute(fn, raw, *args)  # type: ignore[no-untyped-call]
+    return result
+
+
+def _commit_checkpoints(
+    raw: sqlite3.Connection,
+    owner: str,
+    checkpoints: list[Checkpoint],
+    hook: CommitHook | None,
+    begin: bool,
+) -> set[str]:
+    """Write a batch of checkpoints (lease-guarded) and commit; runs on the writer thread."""
+    try:
+        if begin:
+            raw.execute("BEGIN IMMEDIATE")
+        lost = _write_checkpoints(raw, owner, checkpoints) if checkpoints else set()
+        if hook:
+            hook("before_commit", [c.run_id for c in checkpoints])
+        raw.execute("COMMIT")
+    except BaseException:
+        if raw.in_transaction:
+            raw.execute("ROLLBACK")
+        raise
+    return lost
+
+
+def _write_checkpoints(
+    raw: sqlite3.Connection, owner: str, checkpoints: list[Checkpoint]
+) -> set[str]:
+    params = [
+        (
+            c.status,
+            c.node,
+            c.state,
+            c.wake_at,
+            c.result,
+            c.error,
+            c.steps_done,
+            c.now,
+            int(c.release),
+            int(c.release),
+            c.run_id,
+            owner,
+        )
+        for c in checkpoints
+    ]
+    # Ownership is read first, inside the transaction: a run whose lease was taken over
+    # (or released) writes nothing, not even its journal or outbox rows.
+    ids = list({c.run_id for c in checkpoints})
+    marks = ",".join("?" * len(ids))
+    owned = {
+        r[0]
+        for r in raw.execute(
+            f"SELECT run_id FROM runs WHERE run_id IN ({marks}) AND lease_owner = ?",
+            (*ids, owner),
+        ).fetchall()
+    }
+    lost = {c.run_id for c in checkpoints} - owned
+    kept = [c for c in checkpoints if c.run_id in owned]
+    params = [p for p in params if p[-2] in owned]
+    raw.executemany(
+        "UPDATE runs SET status = ?, node = ?, state = ?, wake_at = ?, result = ?, "
+        "error = ?, steps_done = ?, updated_at = ?, "
+        "lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END, "
+        "lease_until = CASE WHEN ? THEN NULL ELSE lease_until END "
+        "WHERE run_id = ? AND lease_owner = ?",
+        params,
+    )
+    journal = [
+        (
+            c.run_id,
+            j.key,
+            j.status,
+            j.attempts,
+            j.value,
+            j.error,
+            j.seq,
+            j.started_at,
+            j.finished_at,
+        )
+        for c in kept
+        for j in c.journal
+    ]
+    if journal:
+        raw.executemany(
+            "INSERT INTO steps(run_id, step_key, status, attempts, value, error, seq, "
+            "started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(run_id, step_key) DO UPDATE SET status = excluded.status, "
+            "attempts = excluded.attempts, value = excluded.value, "
+            "error = excluded.error, seq = excluded.seq, "
+            "started_at = COALESCE(steps.started_at, excluded.started_at), "
+            "finished_at = excluded.finished_at WHERE steps.status != 'completed'",
+            journal,
+        )
+    for c in kept:
+        for statement, values in c.extra:
+            raw.execute(statement, values)
+    sends = [(c.run_id, name, data, c.now) for c in kept for name, data in c.sends]
+    if sends:
+        raw.executemany(
+            "INSERT INTO outbox(run_id, event, data, created_at) VALUES (?, ?, ?, ?)", sends
+        )
+    return lost
