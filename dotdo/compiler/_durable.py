@@ -49,12 +49,12 @@ class DurableOps(Emitter):
         *,
         name: str,
         file: str,
-        indent: int,
+        lines: list[str],
         steps: Mapping[str, StepInfo],
     ) -> None:
         args = func.args
         self_name = args.args[0].arg if args.args else "self"
-        super().__init__(name=name, file=file, indent=indent, self_name=self_name)
+        super().__init__(name=name, file=file, lines=lines, self_name=self_name)
         self.func = func
         self.steps = steps
         self.self_name = self_name
@@ -62,6 +62,8 @@ class DurableOps(Emitter):
             raise self.error(func, "a workflow method needs `self` as its first parameter")
         self.step_names: set[str] = set()
         self.explicit_ids = self._collect_explicit_ids()
+        self.entity_args = 0
+        """Depth of entity-call arguments being hoisted (stubs there are pipelined)."""
 
     def _collect_explicit_ids(self) -> set[str]:
         seen: dict[str, ast.AST] = {}
@@ -106,6 +108,15 @@ class DurableOps(Emitter):
 
     def lower_simple(self, stmt: ast.stmt) -> None:
         """Assignments, expression statements, returns... holding durable operations."""
+        if isinstance(stmt, ast.AugAssign) and self.contains_durable(stmt.value):
+            # Python evaluates the target's container and index before the value.
+            target = stmt.target
+            if isinstance(target, ast.Subscript | ast.Attribute) and self.changes_later(
+                target.value
+            ):
+                target.value = self.assign_temp(target.value)
+            if isinstance(target, ast.Subscript) and self.changes_later(target.slice):
+                target.slice = self.assign_temp(target.slice)
         if isinstance(stmt, ast.Expr):
             value = stmt.value
             if isinstance(value, ast.Await) and self.is_awaited_op(value.value):
@@ -114,6 +125,9 @@ class DurableOps(Emitter):
             if _scan.durable_op(value, self.self_name, self.steps) == "send":
                 assert isinstance(value, ast.Call)
                 self.emit_send(value)
+                return
+            if _scan.entity_chain(value, self.self_name, self.steps) is not None:
+                self.emit_entity(value, result=None, send=True)
                 return
         if (
             isinstance(stmt, ast.Assign)
@@ -138,7 +152,9 @@ class DurableOps(Emitter):
 
     def is_awaited_op(self, call: ast.AST) -> bool:
         op = _scan.durable_op(call, self.self_name, self.steps)
-        return op in _scan.AWAITED_OPS or op in ("step", "approval")
+        if op in _scan.AWAITED_OPS or op in ("step", "approval"):
+            return True
+        return _scan.entity_chain(call, self.self_name, self.steps) is not None
 
     # ------------------------------------------------------------------ hoisting
     def hoist(self, node: ast.AST) -> ast.AST:
@@ -146,6 +162,16 @@ class DurableOps(Emitter):
         lowerer = self
 
         class Hoister(ast.NodeTransformer):
+            def generic_visit(self, node: ast.AST) -> ast.AST:
+                if not isinstance(node, ast.expr):
+                    return super().generic_visit(node)
+                slots = _slots(node)
+                fixed = {0} if isinstance(node, ast.Call) else set()  # the callee stays put
+                values = lowerer.sequence([_get(slot) for slot in slots], fixed)
+                for slot, value in zip(slots, values, strict=True):
+                    _put(slot, value)
+                return node
+
             def visit_Await(self, node: ast.Await) -> ast.AST:
                 if not lowerer.is_awaited_op(node.value):
                     lowerer.reject_await(node)
@@ -160,7 +186,22 @@ class DurableOps(Emitter):
                     lowerer.emit_record(node, op, temp)
                     return ast.copy_location(ast.Name(id=temp, ctx=ast.Load()), node)
                 if op == "send":
-                    raise lowerer.error(node, "self.send(...) must be a statement of its own")
+                    raise lowerer.error(
+                        node,
+                        "self.send(...) must be a statement of its own",
+                        "it returns nothing: write `self.send(name, data)` on its own line",
+                    )
+                if op == "entity" and lowerer.entity_args:
+                    # A stub passed to an entity call: pipelined, resolved by the callee.
+                    self.generic_visit(node)
+                    return node
+                if op == "entity":
+                    raise lowerer.error(
+                        node,
+                        f"`{ast.unparse(node)}` names another DO: await a call on it",
+                        "`await self.Noun(id).method(...)`, or a statement of its own "
+                        "(`self.Noun(id).method(...)`) to send it without waiting",
+                    )
                 if op is not None:
                     raise lowerer.error(
                         node,
@@ -177,6 +218,15 @@ class DurableOps(Emitter):
                         value, "the right side of `and`/`or`", "use an if statement"
                     )
                 return node
+
+            def visit_Compare(self, node: ast.Compare) -> ast.AST:
+                for later in node.comparators[1:]:
+                    lowerer.forbid_inside(
+                        later,
+                        "a chained comparison after its first comparison",
+                        "split it: `a < b and b < c` with an if statement",
+                    )
+                return self.generic_visit(node)
 
             def visit_IfExp(self, node: ast.IfExp) -> ast.AST:
                 node.test = self.visit(node.test)
@@ -228,11 +278,21 @@ class DurableOps(Emitter):
                     raise self.error(
                         kw.value, f"`{kw.arg}=` must be a literal", "policies are part of the graph"
                     ) from None
+                problem = _option_problem(kw.arg, options[kw.arg])
+                if problem:
+                    raise self.error(
+                        kw.value,
+                        f"`{kw.arg}=` {problem}",
+                        "policies are fixed when the class is compiled",
+                    )
             else:
                 rest.append(kw)
         return options, rest
 
     def emit_op(self, node: ast.Await, result: str | None) -> None:
+        if _scan.entity_chain(node.value, self.self_name, self.steps) is not None:
+            self.emit_entity(node.value, result=result, send=False)
+            return
         call = node.value
         assert isinstance(call, ast.Call)
         op = _scan.durable_op(call, self.self_name, self.steps)
@@ -241,7 +301,11 @@ class DurableOps(Emitter):
         assert isinstance(call.func, ast.Attribute)
         if op in ("sleep", "sleep_until"):
             if len(call.args) != 1 or call.keywords:
-                raise self.error(call, f"self.{op}() takes exactly one argument")
+                raise self.error(
+                    call,
+                    f"self.{op}() takes exactly one argument",
+                    "self.sleep(seconds or timedelta), self.sleep_until(datetime)",
+                )
             arg = ast.unparse(call.args[0])
             self.emit(
                 SleepNode(
@@ -266,7 +330,11 @@ class DurableOps(Emitter):
             method = call.func.attr
         else:
             if not call.args:
-                raise self.error(call, f"self.{op}() needs the function to call first")
+                raise self.error(
+                    call,
+                    f"self.{op}() needs the function to call first",
+                    f"self.{op}(fn, *args): fn may be a method, a function or a lambda",
+                )
             target, args = call.args[0], call.args[1:]
             method = self.method_of(target) or ""
         info = self.steps.get(method) if method else None
@@ -275,7 +343,11 @@ class DurableOps(Emitter):
             policy = Policy(retries=0, timeout=options.get("timeout", policy.timeout))
             for bad in ("retries", "backoff", "initial_delay", "max_delay"):
                 if bad in options:
-                    raise self.error(call, f"try_ runs once; `{bad}=` does not apply")
+                    raise self.error(
+                        call,
+                        f"try_ runs once; `{bad}=` does not apply",
+                        "use self.do(...) for a step that retries",
+                    )
         else:
             policy = policy.model_copy(update={k: v for k, v in options.items() if k != "step_id"})
         explicit = options.get("step_id")
@@ -395,14 +467,65 @@ class DurableOps(Emitter):
                 try:
                     return ast.literal_eval(kw.value)
                 except ValueError:
-                    raise self.error(kw.value, f"`{name}=` must be a literal") from None
+                    raise self.error(
+                        kw.value, f"`{name}=` must be a literal", "ids are part of the graph"
+                    ) from None
         return None
 
     def hoist_args(self, call: ast.Call) -> ast.Call:
-        call.args = [self.hoist(a) for a in call.args]  # type: ignore[misc]
-        for kw in call.keywords:
-            kw.value = self.hoist(kw.value)  # type: ignore[assignment]
+        values = self.sequence([*call.args, *(kw.value for kw in call.keywords)])
+        call.args = values[: len(call.args)]
+        for kw, value in zip(call.keywords, values[len(call.args) :], strict=True):
+            kw.value = value
         return call
+
+    def sequence(self, exprs: list[ast.expr], fixed: set[int] | None = None) -> list[ast.expr]:
+        """Hoist durable calls out of sibling expressions, keeping Python's order: an operand
+        left of a durable call is evaluated (into a temporary) before it, unless reading it
+        later gives the same value (a constant, a local, `self.method`)."""
+        last = max((i for i, e in enumerate(exprs) if self.contains_durable(e)), default=-1)
+        out: list[ast.expr] = []
+        for i, expr in enumerate(exprs):
+            if (
+                i < last
+                and i not in (fixed or set())
+                and not self.contains_durable(expr)
+                and self.changes_later(expr)
+            ):
+                if isinstance(expr, ast.Starred):
+                    expr.value = self.assign_temp(expr.value)
+                    out.append(expr)
+                else:
+                    out.append(self.assign_temp(expr))
+            else:
+                hoisted = self.hoist(expr)
+                assert isinstance(hoisted, ast.expr)
+                out.append(hoisted)
+        return out
+
+    def contains_durable(self, expr: ast.AST) -> bool:
+        return any(
+            isinstance(n, ast.Await)
+            or _scan.durable_op(n, self.self_name, self.steps) in ("now", "uuid", "random")
+            for n in ast.walk(expr)
+        )
+
+    def changes_later(self, expr: ast.expr) -> bool:
+        """Whether evaluating `expr` after a step could give another value (or effects)."""
+        if isinstance(expr, ast.Starred):
+            expr = expr.value
+        if isinstance(expr, ast.Constant | ast.Name | ast.Lambda):
+            return False
+        root: ast.expr = expr
+        while isinstance(root, ast.Attribute):
+            root = root.value
+        return not (isinstance(root, ast.Name) and root.id == self.self_name)
+
+    def assign_temp(self, expr: ast.expr) -> ast.Name:
+        temp = self.hidden_name("v", getattr(expr, "lineno", 0))
+        assign = ast.Assign(targets=[ast.Name(id=temp, ctx=ast.Store())], value=expr)
+        self.buffer.append(ast.fix_missing_locations(ast.copy_location(assign, expr)))
+        return ast.copy_location(ast.Name(id=temp, ctx=ast.Load()), expr)
 
     def method_of(self, target: ast.expr) -> str | None:
         """`self.name` -> name; a lambda whose body calls `self.name(...)` -> name."""
@@ -428,7 +551,9 @@ class DurableOps(Emitter):
 
     def emit_record(self, call: ast.Call, what: str, result: str) -> None:
         if call.args or call.keywords:
-            raise self.error(call, f"self.{what}() takes no arguments")
+            raise self.error(
+                call, f"self.{what}() takes no arguments", "the engine records the value it returns"
+            )
         self.emit(
             RecordNode(
                 id=self.new_id("r"),
@@ -452,3 +577,107 @@ class DurableOps(Emitter):
                 data=ast.unparse(call.args[1]) if len(call.args) > 1 else "None",
             )
         )
+
+    # ---------------------------------------------------------------- entities
+    def emit_entity(self, chain: ast.expr, result: str | None, *, send: bool) -> None:
+        """A call chain on another DO instance: one durable step that sends the whole chain.
+
+        The chain goes into the step as a thunk (`lambda: self.Inventory(w).reserve(i)`):
+        building it only records hops, and the step's callable builds it, then sends it
+        (awaited: one round trip, retried under the step's idempotency key) or queues it in
+        the entity outbox (a statement: fire-and-forget).
+        """
+        if send and not isinstance(chain, ast.Call):
+            raise self.error(
+                chain,
+                "a fire-and-forget entity call must end in a method call",
+                "await it to read a value: `x = await self.Noun(id).attr`",
+            )
+        chain = self.hoist_chain(chain)
+        target = "__dotdo_send__" if send else "__dotdo_call__"
+        self.emit(
+            StepNode(
+                id=self.new_id("t"),
+                line=chain.lineno,
+                mode="do",
+                name=self.step_name(_scan.entity_step_name(chain)),
+                call=f"{self.self_name}.{target}",
+                args=[f"lambda: {ast.unparse(chain)}"],
+                result=result,
+                policy=Policy(),
+                loops=list(self.ctx.loops),
+            )
+        )
+
+    def hoist_chain(self, chain: ast.expr) -> ast.expr:
+        """Hoist durable operations out of the arguments of every hop of `chain`."""
+        self.entity_args += 1
+        try:
+            node: ast.AST = chain
+            while True:
+                if isinstance(node, ast.Call):
+                    self.hoist_args(node)
+                    if _scan.durable_op(node, self.self_name, self.steps) == "entity":
+                        return chain
+                    node = node.func
+                elif isinstance(node, ast.Subscript):
+                    node.slice = self.hoist(node.slice)  # type: ignore[assignment]
+                    node = node.value
+                elif isinstance(node, ast.Attribute):
+                    node = node.value
+                else:  # pragma: no cover - entity_chain vetted the shape
+                    return chain
+        finally:
+            self.entity_args -= 1
+
+
+def _option_problem(name: str, value: Any) -> str | None:
+    """Why a literal step option is unusable, or None."""
+    if name == "step_id":
+        return None if isinstance(value, str) and value else "must be a non-empty string"
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if name == "retries":
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        return None if ok else "must be a whole number >= 0"
+    if name == "timeout":
+        return None if value is None or (number and value > 0) else "must be a number > 0"
+    if name == "backoff":
+        return None if number and value >= 1 else "must be a number >= 1"
+    return None if number and value >= 0 else "must be a number >= 0"
+
+
+_Slot = tuple[Any, Any]
+
+
+def _slots(node: ast.expr) -> list[_Slot]:
+    """Where a node's child expressions sit, in evaluation order (keyword values included)."""
+    slots: list[_Slot] = []
+    if isinstance(node, ast.Dict):
+        for i, key in enumerate(node.keys):
+            if key is not None:
+                slots.append((node.keys, i))
+            slots.append((node.values, i))
+        return slots
+    for name, value in ast.iter_fields(node):
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, ast.expr):
+                    slots.append((value, i))
+                elif isinstance(item, ast.keyword):
+                    slots.append((item, "value"))
+        elif isinstance(value, ast.expr):
+            slots.append((node, name))
+    return slots
+
+
+def _get(slot: _Slot) -> Any:
+    holder, key = slot
+    return holder[key] if isinstance(holder, list) else getattr(holder, key)
+
+
+def _put(slot: _Slot, value: Any) -> None:
+    holder, key = slot
+    if isinstance(holder, list):
+        holder[key] = value
+    else:
+        setattr(holder, key, value)

@@ -48,6 +48,11 @@ class Frame(dict[str, Any]):
             f"cannot access local variable {key!r} where it is not associated with a value"
         )
 
+    def __delitem__(self, key: str) -> None:
+        if key not in self:
+            self.__missing__(key)
+        super().__delitem__(key)
+
     def bind(self, key: str, value: Any) -> Any:
         """Target of a rewritten walrus (`x := v`)."""
         self[key] = value

@@ -45,14 +45,17 @@ def live_locals(graph: Graph) -> dict[str, frozenset[str]]:
     for node in graph.nodes.values():
         used, defined = _effects(node, names)
         uses[node.id], defs[node.id] = used, defined
-    successors: dict[str, set[str]] = {n: set() for n in graph.nodes}
-    for src, dst, _ in graph.edges():
-        successors[src].add(dst)
+    # Definitions kill liveness only along the fall-through edges: an exception, a jump or
+    # a return can leave a node before its assignments happen (a failed step binds nothing).
+    through: dict[str, set[str]] = {n: set() for n in graph.nodes}
+    around: dict[str, set[str]] = {n: set() for n in graph.nodes}
+    for src, dst, kind in graph.edges():
+        (through if kind in ("next", "true", "false") else around)[src].add(dst)
     for node in graph.nodes.values():
         if isinstance(node, EndFinallyNode):
             # A pending return or jump may resume in an enclosing finally or at the end.
             parent = graph.regions[node.region].parent
-            successors[node.id].add(graph.regions[parent].entry if parent else END)
+            around[node.id].add(graph.regions[parent].entry if parent else END)
     live: dict[str, set[str]] = {n: set() for n in graph.nodes}
     changed = True
     order = list(reversed(list(graph.nodes)))
@@ -60,9 +63,11 @@ def live_locals(graph: Graph) -> dict[str, frozenset[str]]:
         changed = False
         for node_id in order:
             out: set[str] = set()
-            for succ in successors[node_id]:
+            for succ in through[node_id]:
                 out |= live.get(succ, set())
             new = uses[node_id] | (out - defs[node_id])
+            for succ in around[node_id]:
+                new |= live.get(succ, set())
             if new != live[node_id]:
                 live[node_id] = new
                 changed = True

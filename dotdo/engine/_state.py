@@ -51,9 +51,17 @@ def encode_state(state: RunState, graph: Graph, live: frozenset[str] | None = No
     With `live`, only those locals are kept: the others are never read again.
     """
     frame: dict[str, Any] = {}
+    aliases: dict[str, str] = {}
+    owners: dict[int, str] = {}
     for name, value in state.frame.items():
         if live is not None and name not in live:
             continue
+        if isinstance(value, list | dict | set | bytearray):
+            # Two locals naming one mutable object must still share it after a resume.
+            first = owners.setdefault(id(value), name)
+            if first != name:
+                aliases[name] = first
+                continue
         try:
             frame[name] = serde.encode(value)
         except SerializationError as exc:
@@ -63,12 +71,14 @@ def encode_state(state: RunState, graph: Graph, live: frozenset[str] | None = No
                 f"local {shown!r} (assigned at {graph.file}:{line}) holds a "
                 f"{type(value).__qualname__}, which cannot be persisted: {exc}"
             ) from None
-    body = {
+    body: dict[str, Any] = {
         "frame": frame,
         "attempt": state.attempt,
         "comp": [[c.key, c.method, serde.encode(c.value)] for c in state.comp],
         "compensating": serde.encode(state.compensating) if state.compensating else None,
     }
+    if aliases:
+        body["aliases"] = aliases
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -76,6 +86,8 @@ def decode_state(text: str, node: str) -> RunState:
     body = json.loads(text)
     assert isinstance(body, dict)
     frame = Frame({k: serde.decode(v) for k, v in body["frame"].items()})
+    for name, first in body.get("aliases", {}).items():
+        frame[name] = frame[first]
     comp = [CompEntry(key=k, method=m, value=serde.decode(v)) for k, m, v in body["comp"]]
     compensating = body.get("compensating")
     error = serde.decode(compensating) if compensating is not None else None
