@@ -165,8 +165,10 @@ class Engine(Hibernation):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         active = list(self._active.values())
-        if active and self._crashed is None:
-            _, pending = await asyncio.wait(active, timeout=self.shutdown_grace)
+        if active:
+            # After a simulated crash the tasks are already cancelled: just let them end.
+            grace = self.shutdown_grace if self._crashed is None else 1.0
+            _, pending = await asyncio.wait(active, timeout=grace)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)

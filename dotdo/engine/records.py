@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, datetime
 from typing import Any
@@ -9,8 +10,19 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from dotdo.engine import serde
+from dotdo.errors import SerializationError
 
 __all__ = ["RunInfo", "StepRecord"]
+
+
+def _value(text: str | None) -> Any:
+    """A stored value, typed when its class is importable here, else the raw JSON."""
+    if text is None:
+        return None
+    try:
+        return serde.loads(text)
+    except SerializationError:
+        return json.loads(text)
 
 
 def _time(value: float | None) -> datetime | None:
@@ -54,7 +66,7 @@ class RunInfo(BaseModel):
             updated_at=_time(row["updated_at"]),
             wake_at=_time(row["wake_at"]),
             lease_owner=row["lease_owner"],
-            result=serde.loads(row["result"]) if row["result"] is not None else None,
+            result=_value(row["result"]),
             error=_error(row["error"]),
         )
 
@@ -62,7 +74,7 @@ class RunInfo(BaseModel):
 def _error(text: str | None) -> BaseException | None:
     if text is None:
         return None
-    value = serde.loads(text)
+    value = _value(text)
     return value if isinstance(value, BaseException) else RuntimeError(str(value))
 
 
@@ -87,7 +99,7 @@ class StepRecord(BaseModel):
             status=row["status"],
             attempts=row["attempts"],
             seq=row["seq"],
-            value=serde.loads(row["value"]) if row["value"] is not None else None,
+            value=_value(row["value"]),
             error=_error(row["error"]),
             started_at=_time(row["started_at"]),
             finished_at=_time(row["finished_at"]),

@@ -1,0 +1,443 @@
+"""The `dotdo` command line: start runs, inspect and cancel them, keep a worker going.
+
+Every command opens its own Engine inside `asyncio.run` and closes it before exiting: the CLI
+keeps no state between invocations, so all it shows comes from the store and any process can
+pick up where another left off. A user mistake becomes one line on stderr (exit 2 for usage
+errors, 1 for everything else); only unexpected errors offer a traceback, and only on request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from types import ModuleType
+from typing import Any, NoReturn, TypeVar
+
+import click
+from pydantic import ValidationError
+
+from dotdo import __version__
+from dotdo._cli_output import (
+    console,
+    debug,
+    describe_approval,
+    describe_error,
+    explain_invalid,
+    format_time,
+    log_to_stderr,
+    one_line,
+    read_run,
+    read_runs,
+    render_runs,
+    render_status,
+    to_json,
+)
+from dotdo.dsl.decorators import WorkflowDef
+from dotdo.dsl.do import DO
+from dotdo.engine import serde
+from dotdo.engine.engine import Engine
+from dotdo.engine.records import RunInfo
+from dotdo.engine.store import ACTIVE, FINISHED
+from dotdo.errors import DotdoError, RunFailed
+
+__all__ = ["cli", "main"]
+
+USAGE = 2
+FAILURE = 1
+STATUSES = (*ACTIVE, *FINISHED)
+_DEBUG_HINT = "(run with DOTDO_DEBUG=1 for a traceback)"
+
+
+class CliError(Exception):
+    """A mistake to report in one line; `cause` is the user's own exception, if any."""
+
+    def __init__(self, message: str, code: int = FAILURE, cause: BaseException | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.cause = cause
+
+
+def _fail(message: str, code: int, *, hint: bool = False) -> NoReturn:
+    click.echo(f"error: {one_line(message)}" + (f" {_DEBUG_HINT}" if hint else ""), err=True)
+    sys.exit(code)
+
+
+def _execute(work: Coroutine[Any, Any, int]) -> None:
+    """Run one command's coroutine and turn whatever it raises into one line and an exit."""
+    try:
+        code = asyncio.run(work)
+    except CliError as exc:
+        if exc.cause is not None and debug():
+            traceback.print_exception(exc.cause)
+        _fail(exc.message, exc.code, hint=exc.cause is not None and not debug())
+    except DotdoError as exc:
+        _fail(str(exc), FAILURE)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as exc:
+        if debug():
+            traceback.print_exception(exc)
+        _fail(f"unexpected {describe_error(exc)}", FAILURE, hint=not debug())
+    if code:
+        sys.exit(code)
+
+
+# ----------------------------------------------------------------- importing user code
+def _cwd_importable() -> None:
+    """Import from the current directory as `python -m` would: for the target and --app
+    modules, and for stored models that name their class by module when a run is read."""
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.insert(0, here)
+
+
+def _import(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise CliError(
+                f"cannot import {name!r}: no module named {exc.name!r} "
+                "(searched the current directory and PYTHONPATH)",
+                USAGE,
+            ) from None
+        raise CliError(f"importing {name!r} failed: {describe_error(exc)}", cause=exc) from None
+    except DotdoError as exc:
+        raise CliError(f"cannot load {name!r}: {exc}") from None
+    except Exception as exc:
+        raise CliError(f"importing {name!r} failed: {describe_error(exc)}", cause=exc) from None
+
+
+def _classes_in(name: str) -> list[type[DO]]:
+    module = _import(name)
+    found = [
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type)
+        and issubclass(obj, DO)
+        and obj is not DO
+        and obj.__module__ == module.__name__
+    ]
+    if not found:
+        raise CliError(f"module {name!r} defines no DO classes", USAGE)
+    return found
+
+
+def _resolve(target: str) -> tuple[WorkflowDef[Any], type[DO]]:
+    if target.endswith(".flow"):
+        raise CliError(
+            f".flow files are not supported yet ({target}); use module:Class.method", USAGE
+        )
+    module_name, _, path = target.partition(":")
+    class_path, _, method = path.rpartition(".")
+    if not module_name or not class_path or not method:
+        raise CliError(
+            f"bad target {target!r}: expected module:Class.method (e.g. app.orders:Shop.checkout)",
+            USAGE,
+        )
+    found: object = _import(module_name)
+    for part in class_path.split("."):
+        found = getattr(found, part, None)
+    if not (isinstance(found, type) and issubclass(found, DO)):
+        what = "not a DO subclass" if isinstance(found, type) else "not a DO class"
+        what = "not defined" if found is None else what
+        raise CliError(f"{module_name}:{class_path} is {what}", USAGE)
+    wf = found.__dotdo_workflows__.get(method)
+    if wf is None:
+        known = ", ".join(sorted(found.__dotdo_workflows__)) or "none"
+        raise CliError(
+            f"{class_path}.{method} is not a @workflow (workflows of {class_path}: {known})", USAGE
+        )
+    return wf, found
+
+
+# ---------------------------------------------------------------------------- inputs
+def _parse_input(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"--input is not valid JSON: {exc}", USAGE) from None
+    if not isinstance(value, dict):
+        raise CliError(
+            "--input must be a JSON object of the workflow's arguments by name, "
+            f"not a {type(value).__name__}",
+            USAGE,
+        )
+    return value
+
+
+def _bind(wf: WorkflowDef[Any], given: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Validate before anything is stored, so a typo never leaves a half-created run.
+
+    Arguments go positional where the signature allows it, so that a parameter named like one
+    of `Engine.start`'s own keywords (`run_id`, `entity_id`) does not collide with them.
+    """
+    signature = wf.signature()
+    params = list(signature.parameters)[1:]
+    unknown = [name for name in given if name not in params]
+    if unknown and all(p.kind != p.VAR_KEYWORD for p in signature.parameters.values()):
+        raise CliError(
+            f"unknown argument {unknown[0]!r} for {wf.qualname} "
+            f"(parameters: {', '.join(params) or 'none'})",
+            USAGE,
+        )
+    try:
+        bound = signature.bind(None, **given)
+    except TypeError as exc:
+        raise CliError(f"bad arguments for {wf.qualname}: {exc}", USAGE) from None
+    hints = wf.type_hints()
+    for name, value in list(bound.arguments.items())[1:]:
+        try:
+            serde.coerce(value, hints.get(name, inspect.Parameter.empty))
+        except ValidationError as exc:
+            raise CliError(
+                f"invalid input for {wf.qualname}: {explain_invalid(name, exc)}", USAGE
+            ) from None
+    return bound.args[1:], bound.kwargs
+
+
+# -------------------------------------------------------------------------- commands
+@contextlib.asynccontextmanager
+async def _opened(db: Path, *classes: type[DO], existing: bool = False) -> AsyncIterator[Engine]:
+    """`async with engine`, except that a failing open (a run that cannot be resumed, a bad
+    store) still closes what it started; otherwise its SQLite threads keep the process alive.
+    With nothing registered the engine only reads the store and never advances a run."""
+    if existing and not db.exists():
+        raise CliError(f"no dotdo database at {db} (set --db or DOTDO_DB)")
+    engine = Engine(db).register(*classes)
+    try:
+        await engine.open()
+        yield engine
+    finally:
+        await engine.close()
+
+
+async def _run(db: Path, target: str, text: str | None, run_id: str | None, apps: list[str]) -> int:
+    wf, cls = _resolve(target)
+    given = _parse_input(text)
+    args, kwargs = _bind(wf, given)
+    classes: list[type[DO]] = [cls]
+    for name in apps:
+        classes += [c for c in _classes_in(name) if c not in classes]
+    run_id = run_id or uuid.uuid4().hex
+    async with _opened(db, *classes) as engine:
+        handle = await engine.start(wf, *args, run_id=run_id, **kwargs)
+        try:
+            info = await engine.idle(run_id)
+        except asyncio.CancelledError:  # Ctrl-C: the run stays in the store, unfinished
+            raise CliError(f"interrupted; `dotdo worker` resumes run {run_id}", 130) from None
+        if info.status == "completed":
+            result = await handle.result()
+            click.echo(f"run {run_id} completed ({wf.qualname})", err=True)
+            click.echo(to_json(result))
+            return 0
+        if info.status == "waiting":
+            click.echo(f"run {run_id} waiting {await _waiting_on(engine, info)}".rstrip())
+            return 0
+    raise CliError(str(RunFailed(run_id, info.status, info.error)))
+
+
+async def _waiting_on(engine: Engine, info: RunInfo) -> str:
+    for pending in await engine.approvals(status="pending", limit=10_000):
+        if pending.run_id == info.run_id:
+            return f"for {describe_approval(pending)}"
+    return f"until {format_time(info.wake_at)}" if info.wake_at else ""
+
+
+async def _status(db: Path, run_id: str) -> int:
+    async with _opened(db, existing=True) as engine:
+        info, journal = await read_run(engine, run_id)
+        waits = await _waiting_on(engine, info) if info.status == "waiting" else ""
+    render_status(console(), info, journal, waits)
+    return 0
+
+
+async def _runs(db: Path, status: str | None, workflow: str | None, limit: int) -> int:
+    async with _opened(db, existing=True) as engine:
+        runs = await read_runs(engine, status, workflow, limit)
+    render_runs(console(), runs)
+    return 0
+
+
+async def _cancel(db: Path, run_id: str) -> int:
+    async with _opened(db, existing=True) as engine:
+        info = await engine.cancel(run_id)
+    if info.status == "cancelled":
+        click.echo(f"run {run_id} cancelled")
+    else:
+        click.echo(
+            f"run {run_id} is {info.status} in another process; "
+            "cancel requested, it stops at its next step"
+        )
+    return 0
+
+
+async def _worker(db: Path, apps: list[str]) -> int:
+    classes: list[type[DO]] = []
+    for name in apps:
+        classes += [c for c in _classes_in(name) if c not in classes]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    try:
+        async with _opened(db, *classes) as engine:
+            count = len(engine.workflows)
+            click.echo(
+                f"dotdo worker: {count} workflow{'s' if count != 1 else ''} registered "
+                f"from {', '.join(apps)}; db {db}; Ctrl-C stops"
+            )
+            await stop.wait()
+    finally:
+        for signum in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signum)
+    click.echo("dotdo worker: stopped")
+    return 0
+
+
+# ------------------------------------------------------------------------------ click
+class _OneLineUsage(click.ClickException):
+    """Click's usage errors, shown as the same single `error:` line as every other error."""
+
+    exit_code = USAGE
+
+    def __init__(self, error: click.UsageError) -> None:
+        command = error.ctx.command_path if error.ctx else "dotdo"
+        super().__init__(f"{error.format_message()} (see '{command} --help')")
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {one_line(self.format_message())}", err=True)
+
+
+class _Group(click.Group):
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as error:
+            raise _OneLineUsage(error) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as error:
+            raise _OneLineUsage(error) from None
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _db_option(on_group: bool = False) -> Callable[[_F], _F]:
+    """`--db` before or after the command name; the innermost one given wins."""
+
+    def remember(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+        if value is not None:
+            ctx.meta["dotdo.db"] = value
+
+    return click.option(
+        "--db",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="DOTDO_DB" if on_group else None,
+        default=Path("dotdo.db") if on_group else None,
+        show_default=on_group,
+        expose_value=False,
+        callback=remember,
+        help="SQLite file of the store (env DOTDO_DB).",
+    )
+
+
+def _db() -> Path:
+    db: Path = click.get_current_context().meta["dotdo.db"]
+    return db
+
+
+@click.group(cls=_Group, invoke_without_command=True)
+@_db_option(on_group=True)
+@click.version_option(__version__, prog_name="dotdo")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Durable workflows from the command line."""
+    log_to_stderr(logging.WARNING)
+    _cwd_importable()
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--input", "input_", metavar="JSON", help="Workflow arguments as a JSON object.")
+@click.option("--run-id", help="Run id; starting the same id again returns that run.")
+@click.option(
+    "--app", "apps", multiple=True, metavar="MODULE", help="Also register this module's DO classes."
+)
+@_db_option()
+def run(target: str, input_: str | None, run_id: str | None, apps: tuple[str, ...]) -> None:
+    """Start TARGET (module:Class.method) and print its result, or what it waits on."""
+    _execute(_run(_db(), target, input_, run_id, list(apps)))
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN")
+@_db_option()
+def status(run_id: str) -> None:
+    """Show a run and its journal."""
+    _execute(_status(_db(), run_id))
+
+
+@cli.command()
+@click.option("--status", "status_", type=click.Choice(STATUSES), help="Only runs in this status.")
+@click.option("--workflow", metavar="NAME", help="Only runs of this workflow (Class.method).")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@_db_option()
+def runs(status_: str | None, workflow: str | None, limit: int) -> None:
+    """List runs, newest first."""
+    _execute(_runs(_db(), status_, workflow, limit))
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN")
+@_db_option()
+def cancel(run_id: str) -> None:
+    """Cancel a run that has not finished."""
+    _execute(_cancel(_db(), run_id))
+
+
+@cli.command()
+@click.option(
+    "--app", "apps", multiple=True, required=True, metavar="MODULE", help="Serve its DO classes."
+)
+@_db_option()
+def worker(apps: tuple[str, ...]) -> None:
+    """Resume unfinished runs and fire timers of the DO classes in each --app module."""
+    log_to_stderr(logging.INFO)
+    _execute(_worker(_db(), list(apps)))
+
+
+def main() -> None:
+    cli(prog_name="dotdo")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Workflows the CLI tests import by module path, as a user's app would be imported."""
