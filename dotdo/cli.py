@@ -10,29 +10,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import inspect
 import json
 import logging
-import os
 import signal
-import sys
-import traceback
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
-from types import ModuleType
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 
 import click
 from pydantic import ValidationError
 
 from dotdo import __version__
+from dotdo._cli_common import (
+    USAGE,
+    CliError,
+    classes_in,
+    cwd_importable,
+    db_option,
+    execute,
+    import_module,
+    opened,
+    selected_db,
+)
 from dotdo._cli_output import (
     console,
-    debug,
     describe_approval,
-    describe_error,
     explain_invalid,
     format_time,
     log_to_stderr,
@@ -43,96 +46,18 @@ from dotdo._cli_output import (
     render_status,
     to_json,
 )
+from dotdo._cli_waits import approvals, approve, reject, send
 from dotdo.dsl.decorators import WorkflowDef
 from dotdo.dsl.do import DO
 from dotdo.engine import serde
 from dotdo.engine.engine import Engine
 from dotdo.engine.records import RunInfo
 from dotdo.engine.store import ACTIVE, FINISHED
-from dotdo.errors import DotdoError, RunFailed
+from dotdo.errors import RunFailed
 
 __all__ = ["cli", "main"]
 
-USAGE = 2
-FAILURE = 1
 STATUSES = (*ACTIVE, *FINISHED)
-_DEBUG_HINT = "(run with DOTDO_DEBUG=1 for a traceback)"
-
-
-class CliError(Exception):
-    """A mistake to report in one line; `cause` is the user's own exception, if any."""
-
-    def __init__(self, message: str, code: int = FAILURE, cause: BaseException | None = None):
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.cause = cause
-
-
-def _fail(message: str, code: int, *, hint: bool = False) -> NoReturn:
-    click.echo(f"error: {one_line(message)}" + (f" {_DEBUG_HINT}" if hint else ""), err=True)
-    sys.exit(code)
-
-
-def _execute(work: Coroutine[Any, Any, int]) -> None:
-    """Run one command's coroutine and turn whatever it raises into one line and an exit."""
-    try:
-        code = asyncio.run(work)
-    except CliError as exc:
-        if exc.cause is not None and debug():
-            traceback.print_exception(exc.cause)
-        _fail(exc.message, exc.code, hint=exc.cause is not None and not debug())
-    except DotdoError as exc:
-        _fail(str(exc), FAILURE)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
-    except Exception as exc:
-        if debug():
-            traceback.print_exception(exc)
-        _fail(f"unexpected {describe_error(exc)}", FAILURE, hint=not debug())
-    if code:
-        sys.exit(code)
-
-
-# ----------------------------------------------------------------- importing user code
-def _cwd_importable() -> None:
-    """Import from the current directory as `python -m` would: for the target and --app
-    modules, and for stored models that name their class by module when a run is read."""
-    here = os.getcwd()
-    if here not in sys.path:
-        sys.path.insert(0, here)
-
-
-def _import(name: str) -> ModuleType:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
-            raise CliError(
-                f"cannot import {name!r}: no module named {exc.name!r} "
-                "(searched the current directory and PYTHONPATH)",
-                USAGE,
-            ) from None
-        raise CliError(f"importing {name!r} failed: {describe_error(exc)}", cause=exc) from None
-    except DotdoError as exc:
-        raise CliError(f"cannot load {name!r}: {exc}") from None
-    except Exception as exc:
-        raise CliError(f"importing {name!r} failed: {describe_error(exc)}", cause=exc) from None
-
-
-def _classes_in(name: str) -> list[type[DO]]:
-    module = _import(name)
-    found = [
-        obj
-        for obj in vars(module).values()
-        if isinstance(obj, type)
-        and issubclass(obj, DO)
-        and obj is not DO
-        and obj.__module__ == module.__name__
-    ]
-    if not found:
-        raise CliError(f"module {name!r} defines no DO classes", USAGE)
-    return found
 
 
 def _resolve(target: str) -> tuple[WorkflowDef[Any], type[DO]]:
@@ -147,7 +72,7 @@ def _resolve(target: str) -> tuple[WorkflowDef[Any], type[DO]]:
             f"bad target {target!r}: expected module:Class.method (e.g. app.orders:Shop.checkout)",
             USAGE,
         )
-    found: object = _import(module_name)
+    found: object = import_module(module_name)
     for part in class_path.split("."):
         found = getattr(found, part, None)
     if not (isinstance(found, type) and issubclass(found, DO)):
@@ -211,30 +136,15 @@ def _bind(wf: WorkflowDef[Any], given: dict[str, Any]) -> tuple[tuple[Any, ...],
 
 
 # -------------------------------------------------------------------------- commands
-@contextlib.asynccontextmanager
-async def _opened(db: Path, *classes: type[DO], existing: bool = False) -> AsyncIterator[Engine]:
-    """`async with engine`, except that a failing open (a run that cannot be resumed, a bad
-    store) still closes what it started; otherwise its SQLite threads keep the process alive.
-    With nothing registered the engine only reads the store and never advances a run."""
-    if existing and not db.exists():
-        raise CliError(f"no dotdo database at {db} (set --db or DOTDO_DB)")
-    engine = Engine(db).register(*classes)
-    try:
-        await engine.open()
-        yield engine
-    finally:
-        await engine.close()
-
-
 async def _run(db: Path, target: str, text: str | None, run_id: str | None, apps: list[str]) -> int:
     wf, cls = _resolve(target)
     given = _parse_input(text)
     args, kwargs = _bind(wf, given)
     classes: list[type[DO]] = [cls]
     for name in apps:
-        classes += [c for c in _classes_in(name) if c not in classes]
+        classes += [c for c in classes_in(name) if c not in classes]
     run_id = run_id or uuid.uuid4().hex
-    async with _opened(db, *classes) as engine:
+    async with opened(db, *classes) as engine:
         handle = await engine.start(wf, *args, run_id=run_id, **kwargs)
         try:
             info = await engine.idle(run_id)
@@ -259,7 +169,7 @@ async def _waiting_on(engine: Engine, info: RunInfo) -> str:
 
 
 async def _status(db: Path, run_id: str) -> int:
-    async with _opened(db, existing=True) as engine:
+    async with opened(db, existing=True) as engine:
         info, journal = await read_run(engine, run_id)
         waits = await _waiting_on(engine, info) if info.status == "waiting" else ""
     render_status(console(), info, journal, waits)
@@ -267,14 +177,14 @@ async def _status(db: Path, run_id: str) -> int:
 
 
 async def _runs(db: Path, status: str | None, workflow: str | None, limit: int) -> int:
-    async with _opened(db, existing=True) as engine:
+    async with opened(db, existing=True) as engine:
         runs = await read_runs(engine, status, workflow, limit)
     render_runs(console(), runs)
     return 0
 
 
 async def _cancel(db: Path, run_id: str) -> int:
-    async with _opened(db, existing=True) as engine:
+    async with opened(db, existing=True) as engine:
         info = await engine.cancel(run_id)
     if info.status == "cancelled":
         click.echo(f"run {run_id} cancelled")
@@ -289,7 +199,7 @@ async def _cancel(db: Path, run_id: str) -> int:
 async def _worker(db: Path, apps: list[str]) -> int:
     classes: list[type[DO]] = []
     for name in apps:
-        classes += [c for c in _classes_in(name) if c not in classes]
+        classes += [c for c in classes_in(name) if c not in classes]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
@@ -297,7 +207,7 @@ async def _worker(db: Path, apps: list[str]) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
     try:
-        async with _opened(db, *classes) as engine:
+        async with opened(db, *classes) as engine:
             count = len(engine.workflows)
             click.echo(
                 f"dotdo worker: {count} workflow{'s' if count != 1 else ''} registered "
@@ -346,41 +256,14 @@ class _Group(click.Group):
             raise _OneLineUsage(error) from None
 
 
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _db_option(on_group: bool = False) -> Callable[[_F], _F]:
-    """`--db` before or after the command name; the innermost one given wins."""
-
-    def remember(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
-        if value is not None:
-            ctx.meta["dotdo.db"] = value
-
-    return click.option(
-        "--db",
-        type=click.Path(dir_okay=False, path_type=Path),
-        envvar="DOTDO_DB" if on_group else None,
-        default=Path("dotdo.db") if on_group else None,
-        show_default=on_group,
-        expose_value=False,
-        callback=remember,
-        help="SQLite file of the store (env DOTDO_DB).",
-    )
-
-
-def _db() -> Path:
-    db: Path = click.get_current_context().meta["dotdo.db"]
-    return db
-
-
 @click.group(cls=_Group, invoke_without_command=True)
-@_db_option(on_group=True)
+@db_option(on_group=True)
 @click.version_option(__version__, prog_name="dotdo")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """Durable workflows from the command line."""
     log_to_stderr(logging.WARNING)
-    _cwd_importable()
+    cwd_importable()
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
 
@@ -392,47 +275,51 @@ def cli(ctx: click.Context) -> None:
 @click.option(
     "--app", "apps", multiple=True, metavar="MODULE", help="Also register this module's DO classes."
 )
-@_db_option()
+@db_option()
 def run(target: str, input_: str | None, run_id: str | None, apps: tuple[str, ...]) -> None:
     """Start TARGET (module:Class.method) and print its result, or what it waits on."""
-    _execute(_run(_db(), target, input_, run_id, list(apps)))
+    execute(_run(selected_db(), target, input_, run_id, list(apps)))
 
 
 @cli.command()
 @click.argument("run_id", metavar="RUN")
-@_db_option()
+@db_option()
 def status(run_id: str) -> None:
     """Show a run and its journal."""
-    _execute(_status(_db(), run_id))
+    execute(_status(selected_db(), run_id))
 
 
 @cli.command()
 @click.option("--status", "status_", type=click.Choice(STATUSES), help="Only runs in this status.")
 @click.option("--workflow", metavar="NAME", help="Only runs of this workflow (Class.method).")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
-@_db_option()
+@db_option()
 def runs(status_: str | None, workflow: str | None, limit: int) -> None:
     """List runs, newest first."""
-    _execute(_runs(_db(), status_, workflow, limit))
+    execute(_runs(selected_db(), status_, workflow, limit))
 
 
 @cli.command()
 @click.argument("run_id", metavar="RUN")
-@_db_option()
+@db_option()
 def cancel(run_id: str) -> None:
     """Cancel a run that has not finished."""
-    _execute(_cancel(_db(), run_id))
+    execute(_cancel(selected_db(), run_id))
 
 
 @cli.command()
 @click.option(
     "--app", "apps", multiple=True, required=True, metavar="MODULE", help="Serve its DO classes."
 )
-@_db_option()
+@db_option()
 def worker(apps: tuple[str, ...]) -> None:
     """Resume unfinished runs and fire timers of the DO classes in each --app module."""
     log_to_stderr(logging.INFO)
-    _execute(_worker(_db(), list(apps)))
+    execute(_worker(selected_db(), list(apps)))
+
+
+for _command in (approvals, approve, reject, send):
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -1,0 +1,95 @@
+"""`dotdo approvals | approve | reject | send` through the real command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+
+
+def dotdo(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DOTDO_DB": str(db), "PYTHONPATH": str(TESTS)}
+    return subprocess.run(
+        [sys.executable, "-m", "dotdo.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=TESTS,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "cli.db"
+
+
+def start(db: Path, run_id: str, amount: float = 1200) -> None:
+    out = dotdo(
+        db,
+        "run",
+        "cli_app.purchases:Purchases.buy",
+        "--input",
+        f'{{"amount": {amount}}}',
+        "--run-id",
+        run_id,
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"waiting for approval {run_id}/po_approval" in out.stdout
+
+
+def test_chain_approved_from_the_cli_completes_the_run(db: Path) -> None:
+    start(db, "po-1")
+    listed = dotdo(db, "approvals", "--as", "manager")
+    assert "po-1/po_approval" in listed.stdout
+    assert "po-1/po_approval" not in dotdo(db, "approvals", "--as", "director").stdout
+    first = dotdo(db, "approve", "po-1/po_approval", "--as", "manager", "--comment", "ok")
+    assert first.returncode == 0, first.stderr
+    assert "now waits on director" in first.stdout
+    second = dotdo(db, "approve", "po-1/po_approval", "--as", "director")
+    assert second.returncode == 0, second.stderr
+    assert 'run po-1 completed: {"status":"paid","by":["manager","director"]}' in second.stdout
+    status = dotdo(db, "status", "po-1")
+    assert "completed" in status.stdout
+
+
+def test_wrong_approver_and_double_decision_are_one_line_errors(db: Path) -> None:
+    start(db, "po-2")
+    wrong = dotdo(db, "approve", "po-2/po_approval", "--as", "director")
+    assert wrong.returncode == 1
+    assert wrong.stderr.strip().count("\n") == 0
+    assert "waits on 'manager'" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
+    assert (
+        dotdo(db, "reject", "po-2/po_approval", "--as", "manager", "--reason", "no").returncode == 0
+    )
+    again = dotdo(db, "approve", "po-2/po_approval", "--as", "manager")
+    assert again.returncode == 1
+    assert "already rejected" in again.stderr
+    unknown = dotdo(db, "approve", "nope/x", "--as", "manager")
+    assert unknown.returncode == 1
+    assert "no approval with id" in unknown.stderr
+
+
+def test_rejection_reason_reaches_the_workflow(db: Path) -> None:
+    start(db, "po-3")
+    out = dotdo(db, "reject", "po-3/po_approval", "--as", "manager", "--reason", "over budget")
+    assert out.returncode == 0, out.stderr
+    assert 'run po-3 completed: {"status":"rejected","reason":"over budget"}' in out.stdout
+
+
+def test_send_checks_the_event_name_and_json(db: Path) -> None:
+    start(db, "po-4")
+    assert dotdo(db, "send", "Order.placed", "--data", '{"id": 1}').returncode == 0
+    bad = dotdo(db, "send", "bad name!")
+    assert bad.returncode == 1
+    assert "bad event name" in bad.stderr
+    bad_json = dotdo(db, "send", "Order.placed", "--data", "{nope")
+    assert bad_json.returncode == 2
+    assert "not valid JSON" in bad_json.stderr
