@@ -8,6 +8,7 @@ from dotdo.compiler.ir import Graph, Policy
 from dotdo.dsl.approvals import approval
 from dotdo.dsl.decorators import compensate, step, workflow
 from dotdo.dsl.do import DO
+from dotdo.dsl.flow_runtime import load_flow
 from dotdo.dsl.triggers import ScheduleError, every, on
 from dotdo.engine._hibernation import ApprovalError
 from dotdo.engine.context import StepContext, current_step
@@ -65,6 +66,7 @@ __all__ = [
     "compensate",
     "current_step",
     "every",
+    "load_flow",
     "on",
     "step",
     "workflow",

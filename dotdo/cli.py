@@ -33,6 +33,7 @@ from dotdo._cli_common import (
     opened,
     selected_db,
 )
+from dotdo._cli_flow import check, fmt, render_command, resolve_flow
 from dotdo._cli_output import (
     console,
     describe_approval,
@@ -61,10 +62,8 @@ STATUSES = (*ACTIVE, *FINISHED)
 
 
 def _resolve(target: str) -> tuple[WorkflowDef[Any], type[DO]]:
-    if target.endswith(".flow"):
-        raise CliError(
-            f".flow files are not supported yet ({target}); use module:Class.method", USAGE
-        )
+    if ".flow" in target:
+        return resolve_flow(target)
     module_name, _, path = target.partition(":")
     class_path, _, method = path.rpartition(".")
     if not module_name or not class_path or not method:
@@ -318,7 +317,7 @@ def worker(apps: tuple[str, ...]) -> None:
     execute(_worker(selected_db(), list(apps)))
 
 
-for _command in (approvals, approve, reject, send):
+for _command in (approvals, approve, reject, send, check, fmt, render_command):
     cli.add_command(_command)
 
 

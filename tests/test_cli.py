@@ -174,7 +174,7 @@ def test_run_with_a_bad_input_field_gives_one_line_naming_the_field(db: Path) ->
         (["cli_app.shop:Nope.checkout"], "Nope"),
         (["cli_app.shop:Plain.go"], "not a DO"),
         (["cli_app.shop:Shop.reserve"], "not a @workflow"),
-        (["orders.flow"], ".flow files are not supported yet"),
+        (["missing.flow"], "no such file: missing.flow"),
         ([CHECKOUT, "--input", "{order: 1"], "not valid JSON"),
         ([CHECKOUT, "--input", "[1, 2]"], "JSON object"),
         ([CHECKOUT, "--input", '{"ordr": {}}'], "ordr"),

@@ -35,6 +35,7 @@ EXPECTED = {
     "compensate",
     "current_step",
     "every",
+    "load_flow",
     "on",
     "step",
     "workflow",

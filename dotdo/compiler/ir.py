@@ -342,11 +342,16 @@ class Graph(_Model):
                         severity="error", message="unreachable code", node=node_id, line=node.line
                     )
                 )
-        terminals = {n for n, node in self.nodes.items() if node.kind in ("end", "fail")}
-        terminals |= {n for n, node in self.nodes.items() if node.kind == "step"}
+        terminals = {n for n, node in self.nodes.items() if node.kind in ("end", "fail", "step")}
+        # Everything that can reach a terminal: one reverse walk from all of them at once.
+        reverse = graph.reverse(copy=False)
         can_finish = set(terminals)
-        for terminal in terminals:
-            can_finish |= nx.ancestors(graph, terminal)
+        todo = list(terminals)
+        while todo:
+            for before in reverse.successors(todo.pop()):
+                if before not in can_finish:
+                    can_finish.add(before)
+                    todo.append(before)
         for node_id in reachable - can_finish:
             node = self.nodes[node_id]
             findings.append(

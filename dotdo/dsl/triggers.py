@@ -7,6 +7,7 @@ one. Event patterns are dotted names whose segments may be `*`.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ class ScheduleError(DotdoError):
 
 
 def check_event_name(name: object) -> str:
-    if not isinstance(name, str) or not EVENT_NAME.match(name):
+    if not isinstance(name, str) or not EVENT_NAME.fullmatch(name):
         raise DotdoError(
             f"bad event name {name!r}: use dotted names of letters, digits and _, "
             "like 'Order.placed'"
@@ -78,6 +79,8 @@ class Schedule:
     tz: str = "UTC"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.tz, str):
+            raise ScheduleError(f"the timezone must be a name like 'Europe/Paris', not {self.tz!r}")
         if self.interval < 1:
             raise ScheduleError(f"every({self.interval}): the interval must be at least 1")
         try:
@@ -87,6 +90,7 @@ class Schedule:
 
     def __call__(self, fn: Callable[..., Any]) -> WorkflowDef[Any]:
         wf = fn if isinstance(fn, WorkflowDef) else WorkflowDef(fn)
+        _require_params(wf.fn, 0, f"a scheduled workflow ({self.spec})")
         wf.schedule = self
         return wf
 
@@ -126,6 +130,24 @@ class Schedule:
             if nxt > moment:
                 return latest
             latest = nxt
+
+
+def _require_params(fn: Callable[..., Any], count: int, what: str) -> None:
+    """The engine starts these runs itself, with nothing (a schedule) or the event (`@on`)."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return
+    required = [
+        p
+        for p in params
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    varargs = any(p.kind is p.VAR_POSITIONAL for p in params)
+    if len(required) > count or (len(positional) < count and not varargs):
+        wanted = "no arguments" if count == 0 else "one argument, the event"
+        raise ScheduleError(f"{what} must take {wanted}: {fn.__qualname__}{inspect.signature(fn)}")
 
 
 class _Day:
@@ -175,7 +197,9 @@ class _Every:
     def __getattr__(self, name: str) -> _Day:
         if name.lower() in WEEKDAYS:
             return _Day(WEEKDAYS.index(name.lower()))
-        raise AttributeError(f"every.{name}: use a weekday, day, hour, minute or every(n)")
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise ScheduleError(f"every.{name}: use a weekday, day, hour, minute or every(n)")
 
 
 every = _Every()
@@ -197,9 +221,10 @@ class _On:
 
     def __call__(self, fn: Callable[..., Any]) -> WorkflowDef[Any]:
         pattern = ".".join(self._segments)
-        if not _PATTERN.match(pattern):
+        if not _PATTERN.fullmatch(pattern):
             raise ScheduleError(f"bad event pattern {pattern!r}")
         wf = fn if isinstance(fn, WorkflowDef) else WorkflowDef(fn)
+        _require_params(wf.fn, 1, f"an @on.{pattern} handler")
         wf.trigger = pattern
         return wf
 

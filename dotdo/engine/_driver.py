@@ -93,6 +93,9 @@ class RunDriver:
     async def _crash(self, error: BaseException) -> None:
         raise NotImplementedError
 
+    async def _withdraw_approvals(self, run_id: str) -> None:
+        raise NotImplementedError
+
     async def _suspend(
         self, run: _Run, t: Transition, journal: list[JournalRow], sends: list[tuple[str, Any]]
     ) -> tuple[Event, JournalRow] | None:
@@ -388,6 +391,7 @@ class RunDriver:
                 error=serde.dumps(DotdoError("cancelled")),
             )
         )
+        await self._withdraw_approvals(run.run_id)
         self._notify(run.run_id)
 
     def _notify(self, run_id: str) -> None:

@@ -10,6 +10,7 @@ point between a decision and the resumed run's next checkpoint loses nothing.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,8 @@ from dotdo.engine.store import JournalRow
 from dotdo.errors import DotdoError
 
 __all__ = ["ApprovalError", "Hibernation"]
+
+log = logging.getLogger("dotdo.engine")
 
 
 class ApprovalError(DotdoError):
@@ -53,6 +56,8 @@ class Hibernation(RunDriver):
     owner: str
     lease_seconds: float
     _workflows: dict[str, WorkflowDef[Any]]
+    _dispatched_upto: int = 0
+    """Newest outbox id this engine has dispatched; a read tells whether there is more."""
 
     async def _resume(self, run_id: str) -> None:
         raise NotImplementedError
@@ -300,14 +305,36 @@ class Hibernation(RunDriver):
             clauses.append("approver = ?")
             params.append(approver)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        by_membership = bool(approver) and status != "pending"
         rows = await self.store.fetch(
-            f"SELECT body FROM approvals {where} ORDER BY created_at, id LIMIT ?", (*params, limit)
+            f"SELECT body FROM approvals {where} ORDER BY created_at, id LIMIT ?",
+            (*params, -1 if by_membership else limit),
         )
         found = [serde.loads(r["body"]) for r in rows]
         out = [a for a in found if isinstance(a, Approval)]
-        if approver and status != "pending":
-            out = [a for a in out if approver in a.approvers]
+        if by_membership:
+            out = [a for a in out if approver in a.approvers][:limit]
         return out
+
+    async def _withdraw_approvals(self, run_id: str) -> None:
+        """A cancelled run's pending approvals are withdrawn: nobody can decide them now."""
+
+        async def job(conn: aiosqlite.Connection) -> None:
+            rows = await conn.execute_fetchall(
+                "SELECT id, body FROM approvals WHERE run_id = ? AND status = 'pending'",
+                (run_id,),
+            )
+            for approval_id, body in rows:
+                approval = serde.loads(body)
+                assert isinstance(approval, Approval)
+                approval.status = "withdrawn"
+                await conn.execute(
+                    "UPDATE approvals SET status = 'withdrawn', approver = NULL, body = ?, "
+                    "updated_at = ? WHERE id = ?",
+                    (serde.dumps(approval), self.clock.now(), approval_id),
+                )
+
+        await self.store.write(job)
 
     async def approve(
         self, approval_id: str, *, by: str, comment: str | None = None, value: Any = None
@@ -394,6 +421,10 @@ class Hibernation(RunDriver):
 
     async def _dispatch(self) -> None:
         """Deliver new events to waiting runs and start `@on` handlers, exactly once each."""
+        row = await self.store.fetch_one("SELECT MAX(id) AS top FROM outbox")
+        newest = (row["top"] if row else None) or 0
+        if newest <= self._dispatched_upto:
+            return  # nothing new: an idle engine polls with one read
         woken = await self.store.write(self._deliver_waits)
         for run_id in woken:
             await self._resume(run_id)
@@ -415,13 +446,17 @@ class Hibernation(RunDriver):
             for event_row in events:
                 record = _event(event_row)
                 if matches(wf.trigger, record.name):
-                    await self.start(wf, record, run_id=f"{name}:{record.id}")
+                    try:
+                        await self.start(wf, record, run_id=f"{name}:{record.id}")
+                    except Exception as exc:
+                        log.error("handler %s cannot start for event %s: %s", name, record.id, exc)
             top = events[-1]["id"]
             await self.store.execute(
                 "INSERT INTO cursors(name, last_id) VALUES (?, ?) ON CONFLICT(name) "
                 "DO UPDATE SET last_id = MAX(last_id, excluded.last_id)",
                 (cursor, top),
             )
+        self._dispatched_upto = newest
 
     async def _deliver_waits(self, conn: aiosqlite.Connection) -> list[str]:
         rows = list(await conn.execute_fetchall("SELECT last_id FROM cursors WHERE name = 'waits'"))

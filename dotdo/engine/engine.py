@@ -62,7 +62,7 @@ class Engine(Hibernation):
         lease_seconds: float = 30.0,
         clock: Clock | None = None,
         faults: FaultHook | None = None,
-        poll_seconds: float = 1.0,
+        poll_seconds: float = 0.1,
         shutdown_grace: float = 10.0,
         busy_timeout: float = 5.0,
     ) -> None:
@@ -90,11 +90,13 @@ class Engine(Hibernation):
         self._unloadable: set[str] = set()
 
     # ------------------------------------------------------------ registration
-    def register(self, *targets: type[DO] | WorkflowDef[Any]) -> Engine:
+    def register(self, *targets: Any) -> Engine:
         """Make DO classes (all their workflows) or single workflows startable here."""
         for target in targets:
             if isinstance(target, WorkflowDef):
                 self._add(target)
+            elif hasattr(target, "owner") and hasattr(target, "workflows"):
+                self.register(target.owner)  # a loaded .flow module
             elif isinstance(target, type) and issubclass(target, DO):
                 self._classes[target.__name__] = target
                 for wf in target.__dotdo_workflows__.values():
@@ -236,7 +238,7 @@ class Engine(Hibernation):
             await conn.execute(
                 "INSERT INTO graphs(hash, name, body, created_at, module) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(hash) DO NOTHING",
-                (graph.hash, graph.name, graph.to_json(), now, wf.fn.__module__),
+                (graph.hash, graph.name, graph.to_json(), now, _source_of(wf)),
             )
             rows = list(
                 await conn.execute_fetchall("SELECT workflow FROM runs WHERE run_id = ?", (run_id,))
@@ -372,29 +374,43 @@ class Engine(Hibernation):
 
     # -------------------------------------------------------- background loops
     async def _timer_loop(self) -> None:
+        """Wake due runs, adopt orphans, deliver events, fire schedules; never dies of one
+        bad run or a busy database (it logs and tries again on the next tick)."""
         last_scan = 0.0
         while True:
             self._kick.clear()
-            due = await self.store.write(self._claim_due)
-            for run_id in due:
-                await self._resume(run_id)
-            if time.monotonic() - last_scan >= self.lease_seconds / 2:
-                last_scan = time.monotonic()
-                for run_id in await self.store.write(self._claim_orphans):
-                    await self._resume(run_id)
-            await self._dispatch()
-            upcoming = await self._fire_schedules()
             delay = self.poll_seconds
-            if upcoming is not None and self.clock.wall():
-                delay = min(delay, max(upcoming - self.clock.now(), 0.0))
-            if self.clock.wall():
-                row = await self.store.fetch_one(
-                    "SELECT MIN(wake_at) AS w FROM runs WHERE status = 'waiting'"
-                )
-                if row is not None and row["w"] is not None:
-                    delay = min(delay, max(row["w"] - self.clock.now(), 0.0))
+            try:
+                if time.monotonic() - last_scan >= self.lease_seconds / 2:
+                    last_scan = time.monotonic()
+                    for run_id in await self.store.write(self._claim_orphans):
+                        await self._resume(run_id)
+                if await self._anything_due():
+                    for run_id in await self.store.write(self._claim_due):
+                        await self._resume(run_id)
+                await self._dispatch()
+                upcoming = await self._fire_schedules()
+                if self.clock.wall():
+                    row = await self.store.fetch_one(
+                        "SELECT MIN(wake_at) AS w FROM runs WHERE status = 'waiting'"
+                    )
+                    soonest = [t for t in (upcoming, row["w"] if row else None) if t is not None]
+                    if soonest:
+                        delay = min(delay, max(min(soonest) - self.clock.now(), 0.0))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("timer loop: will retry")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), timeout=max(delay, 0.001))
+
+    async def _anything_due(self) -> bool:
+        """A read first, so an idle engine polls without opening write transactions."""
+        row = await self.store.fetch_one(
+            "SELECT 1 FROM runs WHERE status = 'waiting' AND wake_at <= ? LIMIT 1",
+            (self.clock.now(),),
+        )
+        return row is not None
 
     async def _lease_loop(self) -> None:
         while True:
@@ -476,7 +492,10 @@ class Engine(Hibernation):
 
             await self.store.write(mark)
             self._notify(run_id)
-        return await self.get_run(run_id)
+        info = await self.get_run(run_id)
+        if info.status == "cancelled":
+            await self._withdraw_approvals(run_id)
+        return info
 
     async def wait(self, run_id: str, *, timeout: float | None = None) -> RunInfo:
         """Wait until the run has finished; polls the store when another process runs it."""
@@ -516,3 +535,10 @@ class Engine(Hibernation):
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id!r} is still running after {timeout}s")
             await asyncio.sleep(0.005)
+
+
+def _source_of(wf: WorkflowDef[Any]) -> str:
+    """Where a process can load this workflow's code from: a module, or a .flow file."""
+    if wf.graph.file.endswith(".flow"):
+        return wf.graph.file
+    return str(wf.fn.__module__)

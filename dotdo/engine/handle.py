@@ -39,6 +39,8 @@ class RunHandle:
         if info.status != "completed":
             error = info.error
             raise RunFailed(self.run_id, info.status, error) from error
-        workflow = self._workflow or self.engine.workflow(info.workflow)
+        workflow = self._workflow or self.engine.workflows.get(info.workflow)
+        if workflow is None:
+            return info.result  # not registered here: the stored value, as typed as it can be
         annotation = workflow.type_hints().get("return", inspect.Parameter.empty)
         return serde.coerce(info.result, annotation)

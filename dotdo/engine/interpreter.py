@@ -31,6 +31,8 @@ from dotdo.compiler.ir import (
     StepNode,
     WaitEventNode,
 )
+from dotdo.dsl.triggers import check_event_name
+from dotdo.engine import serde
 from dotdo.engine.cascade import HUMAN, conclude, read_answer
 from dotdo.errors import CompensationFailed, PermanentError, StepInterrupted
 
@@ -274,8 +276,7 @@ def _run(
             elif isinstance(node, SendNode):
                 assert code is not None
                 name, data = code(instance, frame, cells)
-                if not isinstance(name, str) or not name:
-                    raise TypeError(f"event name must be a non-empty string, got {name!r}")
+                check_event_name(name)
                 sends.append((name, data))
                 state.node = _next(node)
             elif isinstance(node, SleepNode):
@@ -297,6 +298,9 @@ def _run(
             elif isinstance(node, WaitEventNode):
                 assert code is not None
                 name, match, timeout = code(instance, frame, cells)
+                check_event_name(name)
+                if match is not None and not isinstance(match, dict):
+                    raise TypeError("wait_for_event(match=...) takes a dict of fields to equal")
                 request = {"event": name, "match": match}
                 expires = None if timeout is None else now + _seconds(timeout)
                 return Transition(
@@ -342,6 +346,7 @@ def approval_request(raw: Any, node: ApprovalNode, now: float) -> dict[str, Any]
         if at <= now:
             raise ValueError(f"approval {node.name!r} has a deadline in the past")
         request["deadline"] = at
+    serde.encode(request)  # a field that cannot be stored fails here, inside the workflow
     return request
 
 

@@ -30,7 +30,8 @@ class Approval(BaseModel):
 
     id: str
     run_id: str
-    status: Literal["pending", "approved", "rejected", "expired"]
+    status: Literal["pending", "approved", "rejected", "expired", "withdrawn"]
+    """`withdrawn` when its run was cancelled before anyone decided."""
     type: str = "approval"
     title: str = ""
     amount: float | None = None

@@ -11,6 +11,7 @@ they see committed data and never wait for the writer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -304,8 +305,10 @@ class Store:
     async def close(self) -> None:
         """Finish queued writes, then close. Safe to call twice."""
         if self._task is not None:
-            if self._failed is None:
-                await self.write(_noop)
+            if self._failed is None and not self._task.done():
+                # Flush what is queued; a writer that stopped answering must not hang close.
+                with contextlib.suppress(Exception, TimeoutError):
+                    await asyncio.wait_for(self.write(_noop), timeout=30)
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
