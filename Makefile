@@ -31,6 +31,7 @@ test: $(STAMP) graphviz lint typecheck
 
 demo: $(STAMP) graphviz
 	$(BIN)/python examples/demo.py
+	bash examples/demo_cli.sh
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# `make demo`, part two: a purchase order hibernates on a three-level approval chain; the
+# approvers decide from the command line, and the last decision drives the run to its end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DOTDO="${DOTDO:-.venv/bin/dotdo}"
+export DOTDO_DB=out/demo-cli.db
+mkdir -p out
+rm -f out/demo-cli.db out/demo-cli.db-wal out/demo-cli.db-shm
+
+echo "--- dotdo run: the purchase order asks for approval and hibernates"
+"$DOTDO" run examples.purchase:Purchasing.request_purchase --run-id po-demo \
+  --input '{"po": {"id": "po-demo", "item": "laptops", "amount": 12500, "requester": "ada"}}'
+echo "--- dotdo approvals: what waits on the manager"
+"$DOTDO" approvals --as manager
+echo "--- dotdo approve, level by level"
+"$DOTDO" approve po-demo/approval --as manager --comment "fits the budget"
+"$DOTDO" approve po-demo/approval --as director
+"$DOTDO" approve po-demo/approval --as vp
+echo "--- dotdo status"
+"$DOTDO" status po-demo
