@@ -90,6 +90,8 @@ async def _overlay(db: Path, run_id: str) -> tuple[Graph, Overlay]:
         name = getattr(node, "name", None)
         if name in base:
             done.add(node.id)
+        if name is not None and f"compensate:{name}" in base:
+            done.add(f"undo_{node.id}")
         if name in failed_keys and info.status in ("failed", "compensated"):
             failed.add(node.id)
     overlay = Overlay(done=done, failed=failed, current=None if info.finished else info.node)

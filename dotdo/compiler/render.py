@@ -164,9 +164,10 @@ def to_digraph(graph: Graph, overlay: Overlay | None = None) -> graphviz.Digraph
                 attrs.update(STYLE["run.current"])
         dot.node(node.id, **attrs)
         if isinstance(node, StepNode) and node.compensate:
-            dot.node(
-                f"undo_{node.id}", shape="box", style="dashed", label=f"undo: {node.compensate}"
-            )
+            undo = {"shape": "box", "style": "dashed", "label": f"undo: {node.compensate}"}
+            if overlay is not None and f"undo_{node.id}" in overlay.done:
+                undo.update(STYLE["run.done"], style="filled,dashed")
+            dot.node(f"undo_{node.id}", **undo)
     for src, dst, kind in _edges(graph):
         attrs = dict(STYLE.get(f"edge.{kind}", {}))
         if overlay is not None and overlay.last_edge == (src, dst):
