@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -234,42 +235,45 @@ class Engine(Hibernation):
         input_json = serde.dumps(inputs)
         now = self.clock.now()
 
-        async def create(conn: aiosqlite.Connection) -> bool:
-            await conn.execute(
+        graph_row = (graph.hash, graph.name, graph.to_json(), now, _source_of(wf))
+        run_row = (
+            run_id,
+            wf.qualname,
+            graph.hash,
+            entity_id,
+            graph.start,
+            state_json,
+            input_json,
+            self.owner,
+            time.time() + self.lease_seconds,
+            now,
+            now,
+        )
+
+        def create(conn: sqlite3.Connection) -> bool:
+            # Runs on the writer thread inside the group transaction: no extra thread hops,
+            # so many concurrent starts cost one transaction.
+            conn.execute(
                 "INSERT INTO graphs(hash, name, body, created_at, module) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(hash) DO NOTHING",
-                (graph.hash, graph.name, graph.to_json(), now, _source_of(wf)),
+                graph_row,
             )
-            rows = list(
-                await conn.execute_fetchall("SELECT workflow FROM runs WHERE run_id = ?", (run_id,))
-            )
-            if rows:
-                if rows[0][0] != wf.qualname:
-                    raise DotdoError(
-                        f"run id {run_id!r} already belongs to workflow {rows[0][0]!r}"
-                    )
-                return False
-            await conn.execute(
+            inserted = conn.execute(
                 "INSERT INTO runs(run_id, workflow, graph_hash, entity_id, status, node, state, "
                 "input, lease_owner, lease_until, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    run_id,
-                    wf.qualname,
-                    graph.hash,
-                    entity_id,
-                    graph.start,
-                    state_json,
-                    input_json,
-                    self.owner,
-                    time.time() + self.lease_seconds,
-                    now,
-                    now,
-                ),
-            )
-            return True
+                "VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(run_id) DO NOTHING",
+                run_row,
+            ).rowcount
+            if inserted:
+                return True
+            owner = conn.execute("SELECT workflow FROM runs WHERE run_id = ?", (run_id,))
+            existing = owner.fetchone()[0]
+            if existing != wf.qualname:
+                raise DotdoError(f"run id {run_id!r} already belongs to workflow {existing!r}")
+            return False
 
-        created = await self.store.write(create)
+        created = await self.store.write_on_thread(create)
         if created:
             instance = self._instance(wf, entity_id, run_id)
             run = _Run(run_id, wf, wf.program(), state, instance, 0)

@@ -202,6 +202,14 @@ class _Job:
     future: asyncio.Future[Any]
 
 
+@dataclass
+class _ThreadJob:
+    """A job that runs as plain sqlite3 code on the writer thread, in the group's hop."""
+
+    fn: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+
+
 CommitHook = Callable[[str, Sequence[str]], None]
 
 
@@ -227,6 +235,7 @@ class Store:
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._jobs: list[_Job] = []
+        self._thread_jobs: list[_ThreadJob] = []
         self._checkpoints: list[tuple[Checkpoint, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -347,6 +356,15 @@ class Store:
         self._wake.set()
         return await future
 
+    async def write_on_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Like `write`, for synchronous sqlite3 code: it joins the group transaction on the
+        writer thread, costing no thread hop of its own."""
+        self._check()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._thread_jobs.append(_ThreadJob(fn, future))
+        self._wake.set()
+        return await future
+
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         """One statement in the next group transaction."""
 
@@ -376,8 +394,9 @@ class Store:
             await self._wake.wait()
             self._wake.clear()
             jobs, self._jobs = self._jobs, []
+            thread_jobs, self._thread_jobs = self._thread_jobs, []
             checkpoints, self._checkpoints = self._checkpoints, []
-            if not jobs and not checkpoints:
+            if not jobs and not checkpoints and not thread_jobs:
                 continue
             lost: set[str] = set()
             outcomes: list[tuple[bool, Any]] = []
@@ -388,13 +407,14 @@ class Store:
                     outcomes = [await _run_job(conn, job) for job in jobs]
                 # The checkpoints and the COMMIT (and BEGIN, when no job opened the
                 # transaction) run as one function on the connection's thread: one hop.
-                lost = await _on_thread(
+                lost, thread_outcomes = await _on_thread(
                     conn,
                     _commit_checkpoints,
                     self.owner,
                     [c for c, _ in checkpoints],
                     self.commit_hook,
                     not jobs,
+                    [j.fn for j in thread_jobs],
                 )
                 self.batches += 1
                 self.committed += len(checkpoints)
@@ -410,8 +430,8 @@ class Store:
                 error: BaseException = exc
                 if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
                     error = StoreError(f"{self.path} is locked by another process: {exc}")
-                for job in jobs:
-                    _settle(job.future, error=error)
+                for pending in [j.future for j in jobs] + [j.future for j in thread_jobs]:
+                    _settle(pending, error=error)
                 for _, future in checkpoints:
                     _settle(future, error=error)
                 if not isinstance(exc, Exception):
@@ -419,8 +439,12 @@ class Store:
                     self._fail_pending(exc)
                     return
                 continue
-            for job, (ok, value) in zip(jobs, outcomes, strict=True):
-                _settle(job.future, value=value) if ok else _settle(job.future, error=value)
+            futures = [j.future for j in jobs] + [j.future for j in thread_jobs]
+            for future, (ok, value) in zip(futures, outcomes + thread_outcomes, strict=True):
+                if ok:
+                    _settle(future, value=value)
+                else:
+                    _settle(future, error=value)
             for cp, future in checkpoints:
                 if cp.run_id in lost:
                     _settle(future, error=LeaseLost(f"run {cp.run_id!r} is owned elsewhere"))
@@ -428,8 +452,9 @@ class Store:
                     _settle(future, value=None)
 
     def _fail_pending(self, error: BaseException) -> None:
-        for job in self._jobs:
-            _settle(job.future, error=error)
+        for future in [j.future for j in self._jobs] + [j.future for j in self._thread_jobs]:
+            _settle(future, error=error)
+        self._thread_jobs = []
         for _, future in self._checkpoints:
             _settle(future, error=error)
         self._jobs, self._checkpoints = [], []
@@ -502,11 +527,23 @@ def _commit_checkpoints(
     checkpoints: list[Checkpoint],
     hook: CommitHook | None,
     begin: bool,
-) -> set[str]:
-    """Write a batch of checkpoints (lease-guarded) and commit; runs on the writer thread."""
+    thread_jobs: list[Callable[[sqlite3.Connection], Any]],
+) -> tuple[set[str], list[tuple[bool, Any]]]:
+    """Run thread jobs (each in a savepoint), write a batch of checkpoints (lease-guarded)
+    and commit: the whole group transaction in one call on the writer thread."""
+    outcomes: list[tuple[bool, Any]] = []
     try:
         if begin:
             raw.execute("BEGIN IMMEDIATE")
+        for fn in thread_jobs:
+            raw.execute("SAVEPOINT job")
+            try:
+                outcomes.append((True, fn(raw)))
+                raw.execute("RELEASE job")
+            except Exception as exc:
+                raw.execute("ROLLBACK TO job")
+                raw.execute("RELEASE job")
+                outcomes.append((False, exc))
         lost = _write_checkpoints(raw, owner, checkpoints) if checkpoints else set()
         if hook:
             hook("before_commit", [c.run_id for c in checkpoints])
@@ -515,7 +552,7 @@ def _commit_checkpoints(
         if raw.in_transaction:
             raw.execute("ROLLBACK")
         raise
-    return lost
+    return lost, outcomes
 
 
 def _write_checkpoints(
