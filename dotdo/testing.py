@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 
 from dotdo.engine.clock import VirtualClock
 
-__all__ = ["BOUNDARIES", "CrashAt", "SimulatedCrash", "VirtualClock"]
+__all__ = [
+    "BOUNDARIES",
+    "CrashAt",
+    "CrashReport",
+    "CrashSafetyError",
+    "SimulatedCrash",
+    "VirtualClock",
+    "assert_crash_safe",
+]
 
 BOUNDARIES = ("before_step", "after_step", "before_commit", "after_commit")
 """Where the engine calls its fault hook: around each step's execution, around each commit."""
@@ -45,3 +53,10 @@ class CrashAt:
             self.seen += 1
             raise SimulatedCrash(f"simulated crash #{self.nth} at {point} of run {run_id}")
         self.seen += 1
+
+
+from dotdo.crashcheck import (  # noqa: E402  (crashcheck needs the names above)
+    CrashReport,
+    CrashSafetyError,
+    assert_crash_safe,
+)

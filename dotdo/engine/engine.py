@@ -381,7 +381,7 @@ class Engine(Hibernation):
         """Wake due runs, adopt orphans, deliver events, fire schedules; never dies of one
         bad run or a busy database (it logs and tries again on the next tick)."""
         last_scan = 0.0
-        while True:
+        while not self._closing:
             self._kick.clear()
             delay = self.poll_seconds
             try:
@@ -405,8 +405,13 @@ class Engine(Hibernation):
                 raise
             except Exception:
                 log.exception("timer loop: will retry")
+            if self._closing:
+                return
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # arrives together with a kick, and close() would wait on this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), timeout=max(delay, 0.001))
+                async with asyncio.timeout(max(delay, 0.001)):
+                    await self._kick.wait()
 
     async def _anything_due(self) -> bool:
         """A read first, so an idle engine polls without opening write transactions."""
