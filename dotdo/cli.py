@@ -47,6 +47,7 @@ from dotdo._cli_output import (
     render_status,
     to_json,
 )
+from dotdo._cli_serve import serve
 from dotdo._cli_waits import approvals, approve, reject, send
 from dotdo.dsl.decorators import WorkflowDef
 from dotdo.dsl.do import DO
@@ -317,7 +318,7 @@ def worker(apps: tuple[str, ...]) -> None:
     execute(_worker(selected_db(), list(apps)))
 
 
-for _command in (approvals, approve, reject, send, check, fmt, render_command):
+for _command in (approvals, approve, reject, send, check, fmt, render_command, serve):
     cli.add_command(_command)
 
 

@@ -17,6 +17,8 @@ __all__ = [
     "SCOPE_NODES",
     "bound_names",
     "durable_op",
+    "entity_chain",
+    "entity_step_name",
     "escaping_jumps",
     "has_return",
     "is_terminal",
@@ -50,6 +52,8 @@ def durable_op(call: ast.AST, self_name: str, steps: Mapping[str, Any]) -> str |
 
     Returns one of AWAITED_OPS, PLAIN_OPS, "step" (a @step method) or "approval" (an
     @approval method). `self.approval_flow.request_approval(...)` is "request_approval".
+    `self.Inventory(...)`, a capitalised name the class does not define, is "entity": the
+    root of a call to another DO instance.
     """
     if not isinstance(call, ast.Call):
         return None
@@ -73,8 +77,51 @@ def durable_op(call: ast.AST, self_name: str, steps: Mapping[str, Any]) -> str |
     if func.attr in AWAITED_OPS or func.attr in PLAIN_OPS:
         return func.attr
     if func.attr in steps:
-        return getattr(steps[func.attr], "kind", "step")
+        kind = getattr(steps[func.attr], "kind", "step")
+        return None if kind == "local" else kind
+    if func.attr[:1].isupper():
+        return "entity"
     return None
+
+
+def entity_chain(node: ast.AST, self_name: str, steps: Mapping[str, Any]) -> ast.Call | None:
+    """The root `self.Noun(id)` of an attribute/call/subscript chain built on it, or None.
+
+    `self.User(id).profile.email` and `self.Inventory(w).reserve(items)` are chains; the
+    chain is what one entity step sends (pipelined: one round trip, however long).
+    """
+    while True:
+        if isinstance(node, ast.Call):
+            if durable_op(node, self_name, steps) == "entity":
+                return node
+            node = node.func
+        elif isinstance(node, ast.Attribute | ast.Subscript):
+            node = node.value
+        else:
+            return None
+
+
+def entity_step_name(chain: ast.AST) -> str:
+    """A readable step name for a chain: `Inventory.reserve`, `User.profile.email`."""
+    parts: list[str] = []
+    node = chain
+    while not (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+    ):
+        if isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        elif isinstance(node, ast.Call):
+            node = node.func
+        elif isinstance(node, ast.Subscript):
+            node = node.value
+        else:  # pragma: no cover - entity_chain vetted the shape
+            break
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        parts.append(node.func.attr)
+    return ".".join(reversed(parts))
 
 
 def bound_names(body: list[ast.stmt]) -> dict[str, int]:

@@ -1,0 +1,312 @@
+"""The wire format: one batch pushes chains, pulls results; errors travel as values.
+
+In the spirit of Cap'n Web's HTTP batch mode. A request is
+
+    {"v": 1,
+     "push": [{"id": 1, "call": "run-7:Inventory.reserve", "target": ["Inventory", "w1"],
+               "ops": [["get", "reserve"], ["call", [<arg>...], {<name>: <arg>}]]}, ...],
+     "pull": [1]}
+
+Each pushed chain gets an import id; an argument may be a reference to an earlier import of
+the same batch (an `ImportRef`, so `Shipping.schedule(Inventory.reserve(...))` is one round
+trip). `call` is the call id the callee deduplicates on. Values are `dotdo.engine.serde`
+JSON, so a pydantic model, a datetime or a tuple arrives as itself. The answer is
+
+    {"v": 1, "results": [{"id": 1, "ok": <value>} | {"id": 1, "error": <exception>}]}
+
+with one result per pulled id. A chain that fails rejects every chain that depends on it,
+with the same error, in the same answer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dotdo.engine import serde
+from dotdo.engine.serde import JSONValue
+from dotdo.entities.errors import ArgumentError, ProtocolError
+from dotdo.entities.stubs import Op, Stub, _sent_prefix
+from dotdo.errors import SerializationError
+
+__all__ = [
+    "MAX_BODY",
+    "MAX_ITEMS",
+    "VERSION",
+    "ImportRef",
+    "Item",
+    "Outcome",
+    "build_batch",
+    "decode_request",
+    "decode_results",
+    "encode_error",
+    "encode_request",
+    "encode_results",
+    "parse_json",
+]
+
+VERSION = 1
+MAX_ITEMS = 1000
+MAX_BODY = 8 * 1024 * 1024
+
+Outcome = tuple[bool, JSONValue]
+"""(True, encoded value) or (False, encoded exception)."""
+
+
+@dataclass(frozen=True)
+class ImportRef:
+    """An argument that is the result of an earlier chain of the same batch."""
+
+    id: int
+
+
+@dataclass
+class Item:
+    """One pushed chain."""
+
+    id: int
+    call: str
+    cls: str
+    key: str
+    ops: list[Op]
+
+    def refs(self) -> set[int]:
+        found: set[int] = set()
+        for op in self.ops:
+            if op[0] == "call":
+                _collect(op[1], found)
+                _collect(op[2], found)
+        return found
+
+
+def _collect(value: Any, found: set[int]) -> None:
+    if isinstance(value, ImportRef):
+        found.add(value.id)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for v in value:
+            _collect(v, found)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect(v, found)
+
+
+# ------------------------------------------------------------------------ requests
+async def build_batch(
+    stub: Stub,
+    call_id: str,
+    *,
+    together: Callable[[Stub], bool],
+    elsewhere: Callable[[Stub, str], Awaitable[Any]],
+) -> tuple[list[Item], int]:
+    """The batch that sends `stub`: stubs among its arguments become pipelined imports.
+
+    A stub argument that can travel `together` with the chain is pushed before the chain
+    that uses it; any other is resolved first by `elsewhere`. Nested call ids derive from
+    `call_id` in a fixed order (`call_id#1`, `#2`...), so a retry of the batch reuses them.
+    Returns the items and the import id of `stub` itself.
+    """
+    _claim_nested(stub)
+    items: list[Item] = []
+    counter = itertools.count(1)
+
+    async def lift(value: Any) -> Any:
+        if isinstance(value, Stub):
+            if _sent_prefix(value) is not None:
+                return await value  # already on its way: use its answer
+            nested = f"{call_id}#{next(counter)}"
+            if together(value):
+                return ImportRef(await add(value, nested))
+            return await elsewhere(value, nested)
+        if isinstance(value, list):
+            return [await lift(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple([await lift(v) for v in value])
+        if isinstance(value, dict):
+            return {k: await lift(v) for k, v in value.items()}
+        return value
+
+    async def add(chain: Stub, ident: str) -> int:
+        ops: list[Op] = []
+        for op in chain.ops:
+            if op[0] == "call":
+                args = [await lift(a) for a in op[1]]
+                kwargs = {k: await lift(v) for k, v in op[2].items()}
+                ops.append(("call", args, kwargs))
+            else:
+                ops.append(op)
+        items.append(Item(len(items) + 1, ident, chain.target[0], chain.target[1], ops))
+        return len(items)
+
+    pull = await add(stub, call_id)
+    return items, pull
+
+
+def _claim_nested(stub: Stub) -> None:
+    """Claim every stub among the arguments before anything awaits, so an eager sink does
+    not also send one of them on its own while the batch is being built."""
+    todo: list[Any] = [stub]
+    while todo:
+        value = todo.pop()
+        if isinstance(value, Stub):
+            value.claim()
+            for op in value.ops:
+                if op[0] == "call":
+                    todo.extend(op[1])
+                    todo.extend(op[2].values())
+        elif isinstance(value, list | tuple):
+            todo.extend(value)
+        elif isinstance(value, dict):
+            todo.extend(value.values())
+
+
+def encode_request(items: list[Item], pull: list[int]) -> dict[str, JSONValue]:
+    """The request as JSON data; an argument that cannot be encoded is an ArgumentError."""
+    push: list[JSONValue] = []
+    for item in items:
+        ops: list[JSONValue] = []
+        for op in item.ops:
+            if op[0] == "call":
+                try:
+                    args = serde.encode(list(op[1]))
+                    kwargs = serde.encode(dict(op[2]))
+                except SerializationError as exc:
+                    raise ArgumentError(
+                        f"an argument of {_describe(item)} cannot be sent: {exc}"
+                    ) from None
+                ops.append(["call", args, kwargs])
+            elif op[0] == "item":
+                try:
+                    ops.append(["item", serde.encode(op[1])])
+                except SerializationError as exc:
+                    raise ArgumentError(
+                        f"a key of {_describe(item)} cannot be sent: {exc}"
+                    ) from None
+            else:
+                ops.append([op[0], op[1]])
+        push.append({"id": item.id, "call": item.call, "target": [item.cls, item.key], "ops": ops})
+    return {"v": VERSION, "push": push, "pull": list(pull)}
+
+
+def _describe(item: Item) -> str:
+    names = [str(op[1]) for op in item.ops if op[0] == "get"]
+    return ".".join([item.cls, *names])
+
+
+def parse_json(body: bytes) -> Any:
+    if len(body) > MAX_BODY:
+        raise ProtocolError(f"the message is larger than {MAX_BODY} bytes")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"the message body is not JSON: {exc}") from None
+
+
+def decode_request(data: Any, *, trusted: bool = True) -> tuple[list[Item], list[int]]:
+    """Check the shape of a request and decode its values; ProtocolError says what is wrong.
+
+    An untrusted request (from the network) may only name classes whose modules this
+    process has already imported, so decoding it cannot import code as a side effect.
+    """
+    if not isinstance(data, dict):
+        raise ProtocolError("a message is a JSON object with 'v', 'push' and 'pull'")
+    if data.get("v") != VERSION:
+        raise ProtocolError(f"unsupported message version {data.get('v')!r} (this is {VERSION})")
+    push, pull = data.get("push"), data.get("pull")
+    if not isinstance(push, list) or not isinstance(pull, list):
+        raise ProtocolError("'push' and 'pull' must be lists")
+    if len(push) > MAX_ITEMS:
+        raise ProtocolError(f"a message pushes at most {MAX_ITEMS} chains")
+    if not trusted:
+        _check_classes(push)
+    items: list[Item] = []
+    seen: set[int] = set()
+    for n, raw in enumerate(push):
+        if not isinstance(raw, dict):
+            raise ProtocolError(f"push[{n}] must be an object")
+        ident, call, target, ops = raw.get("id"), raw.get("call"), raw.get("target"), raw.get("ops")
+        if not isinstance(ident, int) or isinstance(ident, bool) or ident in seen:
+            raise ProtocolError(f"push[{n}].id must be a new integer")
+        if not isinstance(call, str) or not call or len(call) > 1000:
+            raise ProtocolError(f"push[{n}].call must be a non-empty call id")
+        if (
+            not isinstance(target, list)
+            or len(target) != 2
+            or not all(isinstance(t, str) and t for t in target)
+        ):
+            raise ProtocolError(f"push[{n}].target must be [class name, instance id]")
+        if not isinstance(ops, list) or not all(isinstance(op, list) and op for op in ops):
+            raise ProtocolError(f"push[{n}].ops must be a list of hops")
+        try:
+            decoded = [_decode_op(op) for op in ops]
+        except SerializationError as exc:
+            raise ProtocolError(f"push[{n}]: {exc}") from None
+        item = Item(id=ident, call=call, cls=target[0], key=target[1], ops=decoded)
+        missing = item.refs() - seen
+        if missing:
+            raise ProtocolError(f"push[{n}] refers to imports {sorted(missing)} not pushed before")
+        seen.add(ident)
+        items.append(item)
+    if not all(isinstance(p, int) and p in seen for p in pull):
+        raise ProtocolError("'pull' must list ids of pushed chains")
+    return items, pull
+
+
+def _decode_op(op: list[Any]) -> Op:
+    if op[0] == "call" and len(op) == 3:
+        args, kwargs = serde.decode(op[1]), serde.decode(op[2])
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise ProtocolError("a call hop takes a list of args and an object of kwargs")
+        return ("call", args, kwargs)
+    if op[0] == "item" and len(op) == 2:
+        return ("item", serde.decode(op[1]))
+    return tuple(op)
+
+
+def _check_classes(value: Any) -> None:
+    if isinstance(value, list):
+        for v in value:
+            _check_classes(v)
+    elif isinstance(value, dict):
+        path = value.get("cls") if "$t" in value else None
+        if isinstance(path, str) and path.partition(":")[0] not in sys.modules:
+            raise ProtocolError(
+                f"the message names class {path!r}, whose module this server has not loaded"
+            )
+        for v in value.values():
+            _check_classes(v)
+
+
+# ------------------------------------------------------------------------- results
+def encode_error(error: BaseException) -> JSONValue:
+    return serde.encode(error)
+
+
+def encode_results(outcomes: dict[int, Outcome], pull: list[int]) -> dict[str, JSONValue]:
+    results: list[JSONValue] = []
+    for ident in pull:
+        ok, value = outcomes[ident]
+        results.append({"id": ident, "ok" if ok else "error": value})
+    return {"v": VERSION, "results": results}
+
+
+def decode_results(data: Any) -> dict[int, Outcome]:
+    if not isinstance(data, dict) or data.get("v") != VERSION:
+        raise ProtocolError("the server's answer is not a dotdo results message")
+    results = data.get("results")
+    if not isinstance(results, list):
+        raise ProtocolError("the server's answer has no results list")
+    out: dict[int, Outcome] = {}
+    for raw in results:
+        if not isinstance(raw, dict) or not isinstance(raw.get("id"), int):
+            raise ProtocolError("the server's answer has a malformed result")
+        if "ok" in raw:
+            out[raw["id"]] = (True, raw["ok"])
+        elif "error" in raw:
+            out[raw["id"]] = (False, raw["error"])
+        else:
+            raise ProtocolError("a result has neither 'ok' nor 'error'")
+    return out

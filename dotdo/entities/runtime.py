@@ -1,0 +1,459 @@
+"""The caller's side on an engine: routing, durable calls and sends, the entity outbox.
+
+Each engine gets one `Entities` (`entities_of(engine)`): its local host (the DO classes
+registered on the engine, state in the engine's file), its remote routes
+(`remote(engine, "Inventory", url)`) and the dispatcher of its outbox.
+
+A compiled `await self.Inventory(w).reserve(items)` is a step whose callable is
+`call_from_step`: it sends the chain under the step's idempotency key (`run_id:step`),
+which is the callee's call id, so the engine's retries and a resumed run after a crash
+reach a callee that answers the recorded result instead of applying the call again.
+
+A fire-and-forget `self.User(id).notify(...)` is a step whose callable is `send_from_step`:
+it writes the message into `entity_outbox`, keyed by the same idempotency key, and the
+message becomes deliverable when the run's journal records that step, i.e. in the
+transaction of the run's next checkpoint. A run that never gets there never sends it; one
+that crashes and runs the step again writes the same key, which is ignored. Delivery is at
+least once (retried with backoff until the callee answers); the call id makes it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+import weakref
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aiosqlite
+
+from dotdo.dsl.do import DO
+from dotdo.engine import serde
+from dotdo.engine.context import StepContext, current_step
+from dotdo.engine.engine import Engine
+from dotdo.engine.store import FINISHED, Store
+from dotdo.entities.errors import (
+    EntityAuthError,
+    EntityError,
+    EntityUnavailable,
+    ProtocolError,
+    UnknownEntity,
+)
+from dotdo.entities.host import EntityHost, _digest, load_state
+from dotdo.entities.messages import Item, build_batch, decode_results, encode_request
+from dotdo.entities.stubs import EagerSink, Stub, StubFactory, capture
+from dotdo.entities.transport import LocalRoute, RemoteRoute, Route
+
+__all__ = [
+    "Entities",
+    "call_from_step",
+    "engine_for",
+    "entities_of",
+    "remote",
+    "send_from_step",
+    "step_sink",
+]
+
+log = logging.getLogger("dotdo.entities")
+
+_RUNTIMES: weakref.WeakKeyDictionary[Engine, Entities] = weakref.WeakKeyDictionary()
+
+
+def entities_of(engine: Engine) -> Entities:
+    """The entity runtime of `engine` (created on first use)."""
+    found = _RUNTIMES.get(engine)
+    if found is None:
+        found = _RUNTIMES[engine] = Entities(engine)
+    found.start()
+    return found
+
+
+def remote(
+    engine: Engine, name: str, url: str, *, token: str | None = None, timeout: float = 30.0
+) -> Entities:
+    """Route calls to DO class `name` from `engine` to the `dotdo serve` at `url`."""
+    return entities_of(engine).remote(name, url, token=token, timeout=timeout)
+
+
+class Entities:
+    """Routes, local host and outbox of one engine."""
+
+    poll_seconds = 0.25
+    max_backoff = 300.0
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.host = EntityHost(
+            self,
+            store=lambda: engine.store,
+            classes=self.hosted,
+            now=engine.clock.now,
+        )
+        self._local = LocalRoute(self.host)
+        self._routes: dict[str, RemoteRoute] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._delivering: asyncio.Lock | None = None
+
+    def __repr__(self) -> str:
+        return f"<Entities of {self.engine.path}: hosted {sorted(self.hosted())}>"
+
+    # ------------------------------------------------------------------- routing
+    def remote(
+        self, name: str, url: str, *, token: str | None = None, timeout: float = 30.0
+    ) -> Entities:
+        """Send calls to class `name` to `url` (a `dotdo serve`); `token` or $DOTDO_TOKEN."""
+        if not name[:1].isupper() or not name.isidentifier():
+            raise ValueError(f"entity class names are capitalised identifiers, not {name!r}")
+        fresh = RemoteRoute(url, token=token, timeout=timeout)
+        for route in self._routes.values():
+            if route.same_server(fresh):
+                fresh = route  # one connection pool per server
+                break
+        self._routes[name] = fresh
+        return self
+
+    @property
+    def routes(self) -> dict[str, str]:
+        """Class name -> URL of every remote route."""
+        return {name: route.url for name, route in self._routes.items()}
+
+    def hosted(self) -> Mapping[str, type[DO]]:
+        """The DO classes this engine hosts: those registered on it."""
+        classes: dict[str, type[DO]] = getattr(self.engine, "_classes", {})
+        return classes
+
+    def route(self, name: str) -> Route:
+        if name in self.hosted():
+            return self._local
+        found = self._routes.get(name)
+        if found is None:
+            raise UnknownEntity(
+                f"no DO class named {name!r} is registered on this engine or routed to a "
+                f"server: engine.register({name}), or dotdo.entities.remote(engine, "
+                f"{name!r}, url)"
+            )
+        return found
+
+    def __getattr__(self, name: str) -> StubFactory:
+        """`entities.Counter("c").increment()`: an ad-hoc call (fresh call id) from outside."""
+        if name[:1].isupper():
+            return StubFactory(name, _CallerSink(self))
+        raise AttributeError(name)
+
+    # --------------------------------------------------------------------- calls
+    async def call(self, stub: Stub, *, call_id: str | None = None) -> Any:
+        """Send `stub`'s chain in one round trip and return its result (or raise its error)."""
+        self.start()
+        call_id = call_id or uuid.uuid4().hex
+        items, pull = await self.build(stub, call_id)
+        request = encode_request(items, [pull])
+        response = await self.route(stub.target[0]).send(request)
+        return _answer(decode_results(response), pull)
+
+    async def build(self, stub: Stub, call_id: str) -> tuple[list[Item], int]:
+        """The batch for `stub` (see `build_batch`): arguments routed to the same place as
+        the chain travel with it; others are called first."""
+        here = self.route(stub.target[0]).key
+        return await build_batch(
+            stub,
+            call_id,
+            together=lambda s: self.route(s.target[0]).key == here,
+            elsewhere=lambda s, ident: self.call(s, call_id=ident),
+        )
+
+    # ----------------------------------------------------------------------- sends
+    async def enqueue(
+        self, stub: Stub, *, call_id: str, gate: tuple[str, str] | None = None
+    ) -> None:
+        """Queue a fire-and-forget call; with `gate` (run id, step key) it is deliverable once
+        that run's journal records that step."""
+        items, pull = await self.build(stub, call_id)
+        body = json.dumps(encode_request(items, [pull]), separators=(",", ":"))
+        now = self.engine.clock.now()
+        run_id, step_key = gate if gate is not None else (None, None)
+
+        async def job(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO entity_outbox(call_id, cls, request, run_id, step_key, created_at, "
+                "next_try) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(call_id) DO NOTHING",
+                (call_id, stub.target[0], body, run_id, step_key, now, now),
+            )
+
+        await self.engine.store.write(job)
+        self.start()
+        self.kick()
+
+    async def deliver_pending(self) -> int:
+        """Deliver every due outbox message once; returns how many still wait on their run."""
+        if self._delivering is None:
+            self._delivering = asyncio.Lock()
+        async with self._delivering:
+            store = self.engine.store
+            rows = await store.fetch(
+                "SELECT call_id, cls, request, run_id, step_key, attempts FROM entity_outbox "
+                "WHERE delivered_at IS NULL AND next_try <= ? ORDER BY created_at, call_id "
+                "LIMIT 500",
+                (self.engine.clock.now(),),
+            )
+            limit = asyncio.Semaphore(32)
+
+            async def one(row: Any) -> bool:
+                async with limit:
+                    return await self._deliver(store, row)
+
+            waiting = await asyncio.gather(*(one(r) for r in rows))
+            return sum(waiting)
+
+    async def _deliver(self, store: Store, row: Any) -> bool:
+        call_id = row["call_id"]
+        if row["run_id"] is not None:
+            # The run first: a run seen finished has committed its journal for good, so a
+            # step row still missing after that is never coming.
+            run = await store.fetch_one(
+                "SELECT status FROM runs WHERE run_id = ?", (row["run_id"],)
+            )
+            step = await store.fetch_one(
+                "SELECT status FROM steps WHERE run_id = ? AND step_key = ?",
+                (row["run_id"], row["step_key"]),
+            )
+            if step is None or step["status"] != "completed":
+                if run is not None and run["status"] not in FINISHED:
+                    return True  # not committed yet: the run's next checkpoint decides
+                await self._settle(call_id, "dropped", "the sending run ended without it")
+                return False
+        request = json.loads(row["request"])
+        try:
+            response = await self.route(row["cls"]).send(request)
+            outcome = decode_results(response)[request["pull"][0]]
+        except (EntityUnavailable, EntityAuthError, UnknownEntity, ProtocolError, KeyError) as exc:
+            attempts = row["attempts"] + 1
+            delay = min(2.0 ** min(attempts, 16), self.max_backoff)
+            await store.execute(
+                "UPDATE entity_outbox SET attempts = ?, next_try = ?, error = ? WHERE call_id = ?",
+                (
+                    attempts,
+                    self.engine.clock.now() + delay,
+                    f"{type(exc).__name__}: {exc}",
+                    call_id,
+                ),
+            )
+            log.info("entity send %s not delivered (%s); retrying in %.0fs", call_id, exc, delay)
+            return False
+        ok, data = outcome
+        error = None
+        if not ok:
+            value = serde.decode(data)
+            error = f"{type(value).__name__}: {value}"
+            log.warning("entity send %s was delivered and failed: %s", call_id, error)
+        await self._settle(call_id, "ok" if ok else "error", error)
+        return False
+
+    async def _settle(self, call_id: str, outcome: str, error: str | None) -> None:
+        await self.engine.store.execute(
+            "UPDATE entity_outbox SET delivered_at = ?, outcome = ?, error = ? WHERE call_id = ?",
+            (self.engine.clock.now(), outcome, error, call_id),
+        )
+
+    async def outbox(self) -> list[dict[str, Any]]:
+        """Every queued send and its fate (outcome None: not delivered yet)."""
+        rows = await self.engine.store.fetch(
+            "SELECT call_id, cls, run_id, step_key, attempts, delivered_at, outcome, error "
+            "FROM entity_outbox ORDER BY created_at, call_id"
+        )
+        return [dict(r) for r in rows]
+
+    # --------------------------------------------------------------- background
+    def start(self) -> None:
+        """Run the outbox dispatcher while the engine is open (idempotent)."""
+        if self._task is not None and not self._task.done():
+            return
+        if not self._engine_open():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._wake = asyncio.Event()
+        self._task = loop.create_task(self._dispatch(), name="dotdo-entity-outbox")
+
+    def kick(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _engine_open(self) -> bool:
+        engine = self.engine
+        return (
+            getattr(engine, "_store", None) is not None
+            and not getattr(engine, "_closing", False)
+            and getattr(engine, "_crashed", None) is None
+        )
+
+    async def _dispatch(self) -> None:
+        wake = self._wake
+        assert wake is not None
+        try:
+            while self._engine_open():
+                waiting = 0
+                try:
+                    waiting = await self.deliver_pending()
+                except Exception:
+                    if not self._engine_open():
+                        break
+                    log.exception("entity outbox dispatch failed; trying again")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), 0.01 if waiting else self.poll_seconds)
+                wake.clear()
+        finally:
+            await self._close_routes()
+
+    async def _close_routes(self) -> None:
+        for route in self._routes.values():
+            with contextlib.suppress(Exception):
+                await route.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the dispatcher and close HTTP connections (the engine's close does not yet)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self._close_routes()
+
+    # ------------------------------------------------------------------ reading
+    async def state(self, name: str, entity_id: str | int) -> Any:
+        """The stored state of a hosted instance (its `State`, default if never called)."""
+        row = await self.engine.store.fetch_one(
+            "SELECT state FROM entities WHERE cls = ? AND id = ?", (name, str(entity_id))
+        )
+        text = None if row is None else row["state"]
+        cls = self.hosted().get(name)
+        if cls is None:
+            return None if text is None else json.loads(text)
+        return load_state(cls, text)
+
+    async def prune(self, *, older_than: float) -> int:
+        """Forget call results recorded more than `older_than` seconds ago; a retry with such
+        an old call id would then run again, so keep it longer than any retry takes."""
+        cutoff = self.engine.clock.now() - older_than
+
+        async def job(conn: aiosqlite.Connection) -> int:
+            cursor = await conn.execute("DELETE FROM entity_calls WHERE created_at < ?", (cutoff,))
+            return int(cursor.rowcount)
+
+        return await self.engine.store.write(job)
+
+
+def _answer(outcomes: dict[int, tuple[bool, Any]], pull: int) -> Any:
+    if pull not in outcomes:
+        raise ProtocolError("the answer has no result for the call")
+    ok, data = outcomes[pull]
+    value = serde.decode(data)
+    if ok:
+        return value
+    if isinstance(value, BaseException):
+        raise value
+    raise EntityError(f"the call failed: {value!r}")
+
+
+# -------------------------------------------------------------- from workflow steps
+def engine_for(instance: DO) -> Engine | None:
+    """The engine running the step that is executing on `instance`, if any.
+
+    The engine does not hand itself to the instances it creates, so this looks at the run
+    task's frame (the driver's coroutine holds the engine) and at the engines this module
+    knows, and keeps only an engine whose run with this id uses this very instance.
+    """
+    pinned = instance.__dict__.get("__dotdo_engine__")
+    if isinstance(pinned, Engine):
+        return pinned
+    try:
+        ctx = current_step()
+    except LookupError:
+        return None
+    task = asyncio.current_task()
+    coro = task.get_coro() if task is not None else None
+    frame = getattr(coro, "cr_frame", None)
+    owner = frame.f_locals.get("self") if frame is not None else None
+    if isinstance(owner, Engine) and _drives(owner, ctx.run_id, instance):
+        return owner
+    for engine in list(_RUNTIMES):
+        if _drives(engine, ctx.run_id, instance):
+            return engine
+    return None
+
+
+def _drives(engine: Engine, run_id: str, instance: DO) -> bool:
+    runs: dict[str, Any] = getattr(engine, "_runs", {})
+    run = runs.get(run_id)
+    return run is not None and getattr(run, "instance", None) is instance
+
+
+def _stub_of(instance: DO, chain: Callable[[], Any]) -> tuple[Entities, StepContext, Stub]:
+    ctx = current_step()
+    engine = engine_for(instance)
+    if engine is None:
+        raise EntityError(
+            f"cannot find the engine running step {ctx.step_id!r} of run {ctx.run_id!r}"
+        )
+    stub = capture(chain)
+    if not isinstance(stub, Stub):
+        raise TypeError(f"an entity step must build a stub, got {type(stub).__name__}")
+    return entities_of(engine), ctx, stub
+
+
+async def call_from_step(instance: DO, chain: Callable[[], Any]) -> Any:
+    """A compiled `await self.Noun(id)...`: one round trip under the step's idempotency key."""
+    entities, ctx, stub = _stub_of(instance, chain)
+    return await entities.call(stub, call_id=ctx.idempotency_key)
+
+
+async def send_from_step(instance: DO, chain: Callable[[], Any]) -> None:
+    """A compiled fire-and-forget `self.Noun(id).method(...)` statement: queue it."""
+    entities, ctx, stub = _stub_of(instance, chain)
+    await entities.enqueue(stub, call_id=ctx.idempotency_key, gate=(ctx.run_id, ctx.step_id))
+
+
+_STEP_CALLS: weakref.WeakKeyDictionary[StepContext, Counter[str]] = weakref.WeakKeyDictionary()
+
+
+def step_sink(origin: DO) -> EagerSink | None:
+    """Stubs made inside a running engine step (a `@step` body, a `self.do` function)."""
+    try:
+        ctx = current_step()
+    except LookupError:
+        return None
+    engine = engine_for(origin)
+    if engine is None:
+        return None
+    return _StepSink(entities_of(engine), ctx)
+
+
+class _StepSink(EagerSink):
+    """Calls from inside a step: ids derive from the step's key and the chain's content, so
+    the step's next attempt reaches callees that already applied them as repeats."""
+
+    def __init__(self, entities: Entities, ctx: StepContext) -> None:
+        self.entities = entities
+        self.ctx = ctx
+
+    async def send(self, stub: Stub) -> Any:
+        seen = _STEP_CALLS.setdefault(self.ctx, Counter())
+        digest = _digest(stub)
+        seen[digest] += 1
+        call_id = f"{self.ctx.idempotency_key}/{digest}:{seen[digest]}"
+        return await self.entities.call(stub, call_id=call_id)
+
+
+class _CallerSink(EagerSink):
+    """`entities.Noun(id)...` used directly: each send is a new call (fresh call id)."""
+
+    def __init__(self, entities: Entities) -> None:
+        self.entities = entities
+
+    async def send(self, stub: Stub) -> Any:
+        return await self.entities.call(stub)

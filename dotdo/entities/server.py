@@ -1,0 +1,238 @@
+"""`dotdo serve`: host DO instances over HTTP (Starlette + uvicorn).
+
+One endpoint, `POST /dotdo/rpc`, takes a batch message (see `messages`) and answers its
+results. The bearer token is checked before the body is even read, so a request without it
+(401) or with a wrong one (403) changes nothing; a malformed body is refused (400) before
+any chain runs. The server binds to 127.0.0.1 unless told otherwise: the token is the only
+guard, and it travels in clear text without TLS in front.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import importlib
+import logging
+import os
+from collections.abc import AsyncIterator, Iterable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from dotdo.dsl.do import DO
+from dotdo.engine.engine import Engine
+from dotdo.entities.errors import EntityError, ProtocolError
+from dotdo.entities.messages import MAX_BODY, parse_json
+from dotdo.entities.runtime import Entities, entities_of
+from dotdo.entities.transport import RPC_PATH
+
+__all__ = [
+    "Server",
+    "build_app",
+    "create_app",
+    "load_classes",
+    "running",
+    "serve",
+    "serve_async",
+]
+
+log = logging.getLogger("dotdo.entities")
+
+
+class Server:
+    """The state of one app: its engine's entity runtime, its token, request counts."""
+
+    def __init__(self, entities: Entities | None, token: str) -> None:
+        self.entities = entities
+        self.token = token.encode()
+        self.requests = 0
+        """Authorised RPC requests answered (each one a batch, however many hops)."""
+        self.refused = 0
+
+    def check(self, request: Request) -> Response | None:
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            self.refused += 1
+            return _error(401, "EntityAuthError", "a bearer token is required", bearer=True)
+        if not hmac.compare_digest(given.strip().encode(), self.token):
+            self.refused += 1
+            return _error(403, "EntityAuthError", "the bearer token is wrong")
+        return None
+
+    async def rpc(self, request: Request) -> Response:
+        refused = self.check(request)
+        if refused is not None:
+            return refused
+        if self.entities is None:
+            return _error(503, "EntityUnavailable", "the server is starting or stopping")
+        body = await _read_capped(request)
+        if body is None:
+            return _error(413, "ProtocolError", f"the message is larger than {MAX_BODY} bytes")
+        try:
+            answer = await self.entities.host.handle(parse_json(body), trusted=False)
+        except ProtocolError as exc:
+            return _error(400, "ProtocolError", str(exc))
+        self.requests += 1
+        return JSONResponse(answer)
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+
+async def _read_capped(request: Request) -> bytes | None:
+    """The body, or None once it passes MAX_BODY (without reading the rest into memory)."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error(status: int, kind: str, message: str, *, bearer: bool = False) -> Response:
+    headers = {"WWW-Authenticate": "Bearer"} if bearer else None
+    return JSONResponse(
+        {"error": {"type": kind, "message": message}}, status_code=status, headers=headers
+    )
+
+
+def _token(token: str | None) -> str:
+    token = token if token is not None else os.environ.get("DOTDO_TOKEN")
+    if not token:
+        raise EntityError("serving DOs needs a bearer token: set DOTDO_TOKEN (or pass token=)")
+    return token
+
+
+def _app(server: Server, lifespan: Any = None) -> Starlette:
+    app = Starlette(
+        routes=[
+            Route(RPC_PATH, server.rpc, methods=["POST"]),
+            Route("/dotdo/health", server.health, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.dotdo = server
+    return app
+
+
+def create_app(engine: Engine, *, token: str | None = None) -> Starlette:
+    """An ASGI app serving the DO classes registered on `engine` (which the caller opens)."""
+    return _app(Server(entities_of(engine), _token(token)))
+
+
+def load_classes(modules: Iterable[str | ModuleType]) -> list[type[DO]]:
+    """The DO classes found in these modules (imported by name if needed)."""
+    found: list[type[DO]] = []
+    for module in modules:
+        mod = importlib.import_module(module) if isinstance(module, str) else module
+        for value in vars(mod).values():
+            if isinstance(value, type) and issubclass(value, DO) and value is not DO:
+                if value not in found:
+                    found.append(value)
+    if not found:
+        names = ", ".join(m if isinstance(m, str) else m.__name__ for m in modules)
+        raise EntityError(f"no DO classes found in {names}")
+    return found
+
+
+def build_app(
+    modules: Sequence[str | ModuleType],
+    *,
+    db: str | Path = "dotdo.db",
+    token: str | None = None,
+    engine: Engine | None = None,
+) -> Starlette:
+    """An ASGI app that opens its own engine on `db`, hosting the DO classes of `modules`.
+
+    The engine also runs those classes' workflows, timers and event handlers, like
+    `dotdo worker`; it opens on the app's startup and closes on shutdown.
+    """
+    classes = load_classes(modules)
+    engine = engine or Engine(db)
+    engine.register(*classes)
+    server = Server(None, _token(token))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with engine:
+            server.entities = entities_of(engine)
+            try:
+                yield
+            finally:
+                await server.entities.aclose()
+                server.entities = None
+
+    return _app(server, lifespan)
+
+
+async def serve_async(
+    app_modules: Sequence[str | ModuleType] | str,
+    host: str = "127.0.0.1",
+    port: int = 8123,
+    db: str | Path = "dotdo.db",
+    *,
+    token: str | None = None,
+    log_level: str = "info",
+) -> None:
+    """Serve until cancelled or interrupted (see `serve`)."""
+    modules = [app_modules] if isinstance(app_modules, str) else list(app_modules)
+    app = build_app(modules, db=db, token=token)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving DOs on %s: the token travels in clear text, put TLS in front", host)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on")
+    await uvicorn.Server(config).serve()
+
+
+def serve(
+    app_modules: Sequence[str | ModuleType] | str,
+    host: str = "127.0.0.1",
+    port: int = 8123,
+    db: str | Path = "dotdo.db",
+    *,
+    token: str | None = None,
+    log_level: str = "info",
+) -> None:
+    """Host the DO classes of `app_modules` at http://host:port on database `db`.
+
+    Blocks until Ctrl-C. The token is `token` or $DOTDO_TOKEN; callers route a class here
+    with `dotdo.entities.remote(engine, "Inventory", "http://host:port", token=...)`.
+    """
+    _token(token)  # fail before binding the port
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_async(app_modules, host, port, db, token=token, log_level=log_level))
+
+
+@contextlib.asynccontextmanager
+async def running(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+    """Run `app` with uvicorn inside this event loop; yields its URL (port 0: any free one).
+
+    For tests and benchmarks; always shuts the server down on exit.
+    """
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="auto")
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise EntityError("the server stopped while starting")
+            await asyncio.sleep(0.01)
+        sockets = [s for srv in server.servers for s in srv.sockets]
+        bound = sockets[0].getsockname()[1]
+        yield f"http://{host}:{bound}"
+    finally:
+        server.should_exit = True
+        await asyncio.gather(task, return_exceptions=True)

@@ -1,0 +1,298 @@
+"""Stubs: `self.User(id).profile.email` records hops; `await` sends them all at once.
+
+A stub is the caller's handle on another DO instance, in the spirit of Cap'n Web: reading an
+attribute, indexing or calling it returns a longer stub and sends nothing, so a whole chain
+travels to the callee in one message and runs there (promise pipelining). What happens on
+`await`, and to a call nobody awaits, depends on where the stub was made; that is a `Sink`:
+
+- inside a compiled workflow the engine evaluates the chain as a thunk under `capturing()`,
+  and the step itself sends it (durably, with the step's idempotency key);
+- inside an entity method running on a host, awaited calls go out at once and un-awaited
+  calls are queued in the host's outbox, in the transaction that saves the caller's state;
+- elsewhere (plain mode, `@step` bodies, clients) an un-awaited call is sent on the next
+  turn of the event loop unless a longer chain built on it is awaited first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Generator, Iterator
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Protocol
+
+from dotdo.entities.errors import EntityError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from dotdo.dsl.do import DO
+
+__all__ = [
+    "EagerSink",
+    "Op",
+    "Sink",
+    "Stub",
+    "StubFactory",
+    "capturing",
+    "entity_key",
+    "factory",
+    "host_sink",
+    "initial_state",
+]
+
+log = logging.getLogger("dotdo.entities")
+
+Op = tuple[Any, ...]
+"""One recorded hop: ("get", name), ("item", key) or ("call", args, kwargs)."""
+
+
+class Sink(Protocol):
+    """Decides what building and awaiting a stub does (see the module docstring)."""
+
+    def extended(self, stub: Stub) -> None:
+        """`stub` was just built from its parent by one more hop."""
+
+    async def resolve(self, stub: Stub) -> Any:
+        """Send `stub`'s chain (or what is left of it) and return the callee's answer."""
+
+
+class Stub:
+    """A recorded chain of hops on one DO instance; `await` it for the result."""
+
+    __slots__ = ("_claimed", "_cls", "_handle", "_key", "_ops", "_parent", "_sink", "_task")
+
+    def __init__(
+        self, sink: Sink, cls: str, key: str, ops: tuple[Op, ...] = (), parent: Stub | None = None
+    ) -> None:
+        self._sink = sink
+        self._cls = cls
+        self._key = key
+        self._ops = ops
+        self._parent = parent
+        self._claimed = False
+        self._handle: asyncio.Handle | None = None
+        self._task: asyncio.Task[Any] | None = None
+
+    @property
+    def target(self) -> tuple[str, str]:
+        """(class name, instance id) of the DO this chain starts at."""
+        return self._cls, self._key
+
+    @property
+    def ops(self) -> tuple[Op, ...]:
+        return self._ops
+
+    def _extend(self, op: Op) -> Stub:
+        child = Stub(self._sink, self._cls, self._key, (*self._ops, op), self)
+        self._sink.extended(child)
+        return child
+
+    def __getattr__(self, name: str) -> Stub:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._extend(("get", name))
+
+    def __getitem__(self, key: Any) -> Stub:
+        return self._extend(("item", key))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Stub:
+        return self._extend(("call", args, kwargs))
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._sink.resolve(self).__await__()
+
+    def __iter__(self) -> Iterator[Any]:
+        raise TypeError(f"{self!r} is a stub, not a value: await it first")
+
+    def __bool__(self) -> bool:
+        raise TypeError(f"{self!r} is a stub, not a value: did you forget `await`?")
+
+    def __repr__(self) -> str:
+        text = f"{self._cls}({self._key!r})"
+        for op in self._ops:
+            if op[0] == "get":
+                text += f".{op[1]}"
+            elif op[0] == "item":
+                text += f"[{op[1]!r}]"
+            else:
+                text += "(...)" if op[1] or op[2] else "()"
+        return f"<stub {text}>"
+
+    def claim(self) -> None:
+        """Mark this chain and every prefix of it as taken by an `await`."""
+        node: Stub | None = self
+        while node is not None and not node._claimed:
+            node._claimed = True
+            node = node._parent
+
+
+class StubFactory:
+    """`self.Inventory`: call it with an instance id to get a stub."""
+
+    __slots__ = ("name", "sink")
+
+    def __init__(self, name: str, sink: Sink) -> None:
+        self.name = name
+        self.sink = sink
+
+    def __call__(self, entity_id: str | int) -> Stub:
+        return Stub(self.sink, self.name, entity_key(entity_id))
+
+    def __repr__(self) -> str:
+        return f"<entity class {self.name}>"
+
+
+def entity_key(entity_id: object) -> str:
+    """Instance ids are text; ints are accepted for convenience."""
+    if isinstance(entity_id, bool) or not isinstance(entity_id, str | int):
+        raise TypeError(f"an entity id must be a str or an int, got {type(entity_id).__name__}")
+    key = str(entity_id)
+    if not key:
+        raise ValueError("an entity id cannot be empty")
+    return key
+
+
+# ---------------------------------------------------------------- where stubs are made
+class _Capture:
+    """Record-only: the workflow step that built the chain is what sends it."""
+
+    def extended(self, stub: Stub) -> None:
+        return None
+
+    async def resolve(self, stub: Stub) -> Any:
+        raise EntityError(
+            f"{stub!r} was built for a workflow step and cannot be awaited on its own"
+        )
+
+
+_CAPTURE = _Capture()
+_capturing: ContextVar[bool] = ContextVar("dotdo_entity_capture", default=False)
+_host: ContextVar[Sink | None] = ContextVar("dotdo_entity_host", default=None)
+
+
+def capture(thunk: Callable[[], Any]) -> Any:
+    """Evaluate a compiled chain thunk so that it only records (no sends, no tasks)."""
+    token = _capturing.set(True)
+    try:
+        return thunk()
+    finally:
+        _capturing.reset(token)
+
+
+@contextlib.contextmanager
+def capturing() -> Iterator[None]:
+    token = _capturing.set(True)
+    try:
+        yield
+    finally:
+        _capturing.reset(token)
+
+
+@contextlib.contextmanager
+def host_sink(sink: Sink) -> Iterator[None]:
+    """Stubs made while an entity method runs on a host route through `sink`."""
+    token = _host.set(sink)
+    try:
+        yield
+    finally:
+        _host.reset(token)
+
+
+def factory(origin: DO, name: str) -> StubFactory:
+    """The stub factory `origin.<name>` returns, for the context it is used in."""
+    if _capturing.get():
+        return StubFactory(name, _CAPTURE)
+    sink = _host.get()
+    if sink is None:
+        from dotdo.entities.runtime import step_sink
+
+        sink = step_sink(origin)
+    if sink is None:
+        from dotdo.entities.plain import plain_sink
+
+        sink = plain_sink(origin)
+    return StubFactory(name, sink)
+
+
+class EagerSink:
+    """Await sends the chain; a call nobody awaits is sent on the next loop turn.
+
+    Awaiting a chain claims it and its prefixes, so `await a.f().g` sends `f().g` once and
+    `f()` is not also sent on its own. A prefix already sent (kept in a variable, awaited
+    later) is awaited once and the rest of the chain is applied to its result.
+    """
+
+    def extended(self, stub: Stub) -> None:
+        if stub._ops[-1][0] == "call":
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                raise EntityError(
+                    f"{stub!r}: an entity call needs a running event loop (call it from "
+                    "async code and await it)"
+                ) from None
+            stub._handle = loop.call_soon(self._fire, stub)
+
+    def _fire(self, stub: Stub) -> None:
+        stub._handle = None
+        if stub._claimed:
+            return
+        stub._task = asyncio.get_running_loop().create_task(self._start(stub))
+        stub._task.add_done_callback(_report)
+
+    async def _start(self, stub: Stub) -> Any:
+        base = _sent_prefix(stub._parent)
+        return await self._run(stub, base)
+
+    async def resolve(self, stub: Stub) -> Any:
+        stub.claim()
+        base = _sent_prefix(stub)
+        if base is stub:
+            assert stub._task is not None
+            return await stub._task
+        return await self._run(stub, base)
+
+    async def _run(self, stub: Stub, base: Stub | None) -> Any:
+        if base is None:
+            return await self.send(stub)
+        assert base._task is not None
+        value = await base._task
+        from dotdo.entities.chains import run_ops
+
+        return await run_ops(value, stub._ops[len(base._ops) :], resolve=self.resolve_arg)
+
+    async def send(self, stub: Stub) -> Any:
+        raise NotImplementedError
+
+    async def resolve_arg(self, value: Any) -> Any:
+        return await value if isinstance(value, Stub) else value
+
+
+def _sent_prefix(stub: Stub | None) -> Stub | None:
+    while stub is not None and stub._task is None:
+        stub = stub._parent
+    return stub
+
+
+def _report(task: asyncio.Task[Any]) -> None:
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        log.warning("an un-awaited entity call failed: %s: %s", type(error).__name__, error)
+
+
+def initial_state(cls: type[DO]) -> BaseModel | None:
+    """A new instance's state: `State()`, which needs a default for every field."""
+    model = cls.State
+    if model is None:
+        return None
+    try:
+        return model()
+    except Exception as exc:
+        raise EntityError(
+            f"{cls.__name__}.State cannot be created empty ({exc.__class__.__name__}: {exc}); "
+            "give every field a default"
+        ) from None

@@ -1,0 +1,126 @@
+"""Getting a request message to the host of a class: in this process, or over HTTP.
+
+The two routes take and return the same JSON-shaped messages, so a call behaves the same
+wherever its callee lives: arguments are encoded (and the callee works on copies), results
+and errors come back decoded from the wire form.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import TYPE_CHECKING, Any, Protocol
+
+import httpx
+
+from dotdo.entities.errors import EntityAuthError, EntityError, EntityUnavailable, ProtocolError
+from dotdo.entities.messages import parse_json
+
+if TYPE_CHECKING:
+    from dotdo.entities.host import EntityHost
+
+__all__ = ["RPC_PATH", "LocalRoute", "RemoteRoute", "Route"]
+
+RPC_PATH = "/dotdo/rpc"
+MAX_IN_FLIGHT = 8
+"""Concurrent requests per server; more wait in line (and share kept-alive connections)."""
+
+
+class Route(Protocol):
+    key: str
+
+    async def send(self, request: dict[str, Any]) -> Any:
+        """Deliver one request message; return the results message."""
+
+    async def aclose(self) -> None: ...
+
+
+class LocalRoute:
+    """The class is registered on this engine: its host runs the batch directly."""
+
+    key = "local"
+
+    def __init__(self, host: EntityHost) -> None:
+        self.host = host
+
+    async def send(self, request: dict[str, Any]) -> Any:
+        return await self.host.handle(request)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class RemoteRoute:
+    """A `dotdo serve` process: one POST per batch, bearer token, kept-alive connections."""
+
+    def __init__(self, url: str, *, token: str | None = None, timeout: float = 30.0) -> None:
+        token = token if token is not None else os.environ.get("DOTDO_TOKEN")
+        if not token:
+            raise EntityError(f"calls to {url} need a bearer token: pass token= or set DOTDO_TOKEN")
+        self.url = url.rstrip("/")
+        self.key = self.url
+        self.timeout = timeout
+        self._token = token
+        self._client: httpx.AsyncClient | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self.requests = 0
+
+    def __repr__(self) -> str:
+        return f"RemoteRoute({self.url!r})"
+
+    def same_server(self, other: RemoteRoute) -> bool:
+        return (self.url, self._token, self.timeout) == (other.url, other._token, other.timeout)
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None or self._client.is_closed:
+            self._client = httpx.AsyncClient(
+                base_url=self.url,
+                headers={"Authorization": f"Bearer {self._token}"},
+                timeout=self.timeout,
+                limits=httpx.Limits(
+                    max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT
+                ),
+            )
+        return self._client
+
+    async def send(self, request: dict[str, Any]) -> Any:
+        # Queue here, not in httpx: its pool rescans every waiting request for every free
+        # connection, which turns a thousand concurrent calls quadratic.
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self.requests += 1
+        try:
+            async with self._slots:
+                response = await self._http().post(RPC_PATH, json=request)
+        except httpx.HTTPError as exc:
+            raise EntityUnavailable(
+                f"{self.url} did not answer: {type(exc).__name__}: {exc}"
+            ) from None
+        if response.status_code == 200:
+            try:
+                return parse_json(response.content)
+            except ProtocolError as exc:
+                raise EntityUnavailable(f"{self.url} answered garbage: {exc}") from None
+        detail = _detail(response)
+        if response.status_code in (401, 403):
+            raise EntityAuthError(f"{self.url} refused the call ({response.status_code}): {detail}")
+        if response.status_code in (400, 404, 413, 422):
+            raise ProtocolError(
+                f"{self.url} rejected the message ({response.status_code}): {detail}"
+            )
+        raise EntityUnavailable(f"{self.url} failed ({response.status_code}): {detail}")
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return str(body["error"].get("message", body["error"]))
+    return str(body)[:200]
