@@ -251,7 +251,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--hops", type=int, default=50, help="awaits per workflow run")
-    parser.add_argument("--reps", type=int, default=5, help="runs per variant")
+    parser.add_argument("--reps", type=int, default=9, help="runs per variant")
     parser.add_argument("--client-n", type=int, default=300, help="client measurements")
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--keys", type=int, default=100)

@@ -305,6 +305,10 @@ class Entities:
                     if not self._engine_open():
                         break
                     log.exception("entity outbox dispatch failed; trying again")
+                except BaseException:
+                    if not self._engine_open():  # a simulated crash of the engine
+                        break
+                    raise
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), 0.01 if waiting else self.poll_seconds)
                 wake.clear()

@@ -5,7 +5,7 @@ attribute, indexing or calling it returns a longer stub and sends nothing, so a 
 travels to the callee in one message and runs there (promise pipelining). What happens on
 `await`, and to a call nobody awaits, depends on where the stub was made; that is a `Sink`:
 
-- inside a compiled workflow the engine evaluates the chain as a thunk under `capturing()`,
+- inside a compiled workflow the engine evaluates the chain as a thunk under `capture()`,
   and the step itself sends it (durably, with the step's idempotency key);
 - inside an entity method running on a host, awaited calls go out at once and un-awaited
   calls are queued in the host's outbox, in the transaction that saves the caller's state;
@@ -35,7 +35,7 @@ __all__ = [
     "Sink",
     "Stub",
     "StubFactory",
-    "capturing",
+    "capture",
     "entity_key",
     "factory",
     "host_sink",
@@ -177,15 +177,6 @@ def capture(thunk: Callable[[], Any]) -> Any:
     token = _capturing.set(True)
     try:
         return thunk()
-    finally:
-        _capturing.reset(token)
-
-
-@contextlib.contextmanager
-def capturing() -> Iterator[None]:
-    token = _capturing.set(True)
-    try:
-        yield
     finally:
         _capturing.reset(token)
 
