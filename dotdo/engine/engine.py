@@ -141,7 +141,12 @@ class Engine(Hibernation):
             commit_hook=self._commit_hook if self.faults else None,
             busy_timeout=self.busy_timeout,
         )
-        await self._store.open()
+        try:
+            await self._store.open()
+        except BaseException:
+            self._store = None  # nothing to close: the store cleaned up after itself
+            release_owner(self.owner)
+            raise
         self.clock.subscribe(self._kick.set)
         try:
             await self.recover()
@@ -287,7 +292,9 @@ class Engine(Hibernation):
     def _instance(self, wf: WorkflowDef[Any], entity_id: str, run_id: str) -> DO:
         cls = wf.owner
         assert cls is not None and issubclass(cls, DO)
-        return cls(entity_id, run_id=run_id)
+        instance = cls(entity_id, run_id=run_id)
+        instance.__dict__["__dotdo_engine__"] = self  # how cross-DO calls find their engine
+        return instance
 
     # --------------------------------------------------------------- recovery
     async def recover(self) -> list[str]:
