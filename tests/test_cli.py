@@ -379,7 +379,7 @@ def test_worker_needs_an_app_module(db: Path) -> None:
 
 
 async def _settle_crash() -> None:
-    """Let the crashed engine's run task finish abandoning the store (see the xfail below)."""
+    """Let the crashed engine's run task finish abandoning the store."""
     tasks = [t for t in asyncio.all_tasks() if t.get_name().startswith("dotdo-run-")]
     if tasks:
         await asyncio.wait(tasks, timeout=5)

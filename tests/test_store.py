@@ -35,7 +35,7 @@ def _live_connections() -> list[aiosqlite.Connection]:
 
 @pytest.fixture(autouse=True)
 async def _stop_leaked_sqlite_threads() -> AsyncIterator[None]:
-    """A failed open can leave an aiosqlite worker thread running (see the xfail below);
+    """A failed open can leave an aiosqlite worker thread still stopping;
     a live non-daemon thread would keep pytest from exiting, so stop any left over."""
     yield
     for conn in _live_connections():
