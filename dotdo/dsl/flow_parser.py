@@ -22,7 +22,7 @@ from dotdo.dsl.flow_grammar import (
     source_line,
     too_deep,
 )
-from dotdo.dsl.flow_syntax import check_layout, explain
+from dotdo.dsl.flow_syntax import check_layout, explain, scan_line
 from dotdo.dsl.flow_transform import Builder
 
 __all__ = [
@@ -76,18 +76,6 @@ def parse_expression(text: str, path: str = "<flow>") -> A.Expr:
 def comments(text: str) -> Iterator[A.Comment]:
     """Every `# comment` outside strings, so the formatter can keep them."""
     for number, line in enumerate(text.split("\n"), start=1):
-        quote = ""
-        i = 0
-        while i < len(line):
-            ch = line[i]
-            if quote:
-                if ch == "\\":
-                    i += 1
-                elif ch == quote:
-                    quote = ""
-            elif ch in "\"'":
-                quote = ch
-            elif ch == "#":
-                yield A.Comment(number, i + 1, line[i:].rstrip())
-                break
-            i += 1
+        hash_at = scan_line(line)[1]
+        if hash_at is not None:
+            yield A.Comment(number, hash_at + 1, line[hash_at:].rstrip())

@@ -252,6 +252,29 @@ def _refine(exc: UnexpectedToken, text: str, line: int, col: int, kind: SyntaxKi
     return kind
 
 
+def scan_line(line: str) -> tuple[list[tuple[int, str]], int | None]:
+    """A line's characters outside string literals (with their index), and where its
+    `#` comment starts, if it has one: what bracket matching and comment keeping look at."""
+    code: list[tuple[int, str]] = []
+    quote = ""
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            return code, i
+        else:
+            code.append((i, ch))
+        i += 1
+    return code, None
+
+
 def _innermost_bracket(text: str, line: int, col: int) -> str:
     """The bracket still open at (line, col), ignoring strings and comments; "" if none."""
     lines = text.split("\n")[:line]
@@ -259,24 +282,11 @@ def _innermost_bracket(text: str, line: int, col: int) -> str:
         lines[-1] = lines[-1][: col - 1]
     stack: list[str] = []
     for current in lines:
-        quote = ""
-        i = 0
-        while i < len(current):
-            ch = current[i]
-            if quote:
-                if ch == "\\":
-                    i += 1
-                elif ch == quote:
-                    quote = ""
-            elif ch in "\"'":
-                quote = ch
-            elif ch == "#":
-                break
-            elif ch in "([{":
+        for _, ch in scan_line(current)[0]:
+            if ch in "([{":
                 stack.append(ch)
             elif ch in ")]}" and stack:
                 stack.pop()
-            i += 1
     return stack[-1] if stack else ""
 
 
@@ -405,20 +415,8 @@ def _brackets(text: str) -> tuple[str, str, str, int, int] | None:
     """An unmatched bracket outside strings and comments, which derails everything after it."""
     stack: list[tuple[str, int, int]] = []
     for number, line in enumerate(text.split("\n"), start=1):
-        quote = ""
-        i = 0
-        while i < len(line):
-            ch = line[i]
-            if quote:
-                if ch == "\\":
-                    i += 1
-                elif ch == quote:
-                    quote = ""
-            elif ch in "\"'":
-                quote = ch
-            elif ch == "#":
-                break
-            elif ch in _PAIRS:
+        for i, ch in scan_line(line)[0]:
+            if ch in _PAIRS:
                 stack.append((ch, number, i + 1))
             elif ch in ")]}":
                 if not stack:
@@ -439,7 +437,6 @@ def _brackets(text: str) -> tuple[str, str, str, int, int] | None:
                         number,
                         i + 1,
                     )
-            i += 1
     if stack:
         opening, at_line, at_col = stack[-1]
         return (
