@@ -192,9 +192,10 @@ async def _run_to_end(
         await engine.start(wf, *args, run_id=RUN_ID, **kwargs)
         try:
             await _drive(engine, RUN_ID, clock)
+            return await _outcome(engine, RUN_ID)
         except SimulatedCrash:
+            # Also when the crash hit the run's last commit just after it was seen finished.
             return None
-        return await _outcome(engine, RUN_ID)
 
 
 async def _resume(db: Path, targets: Sequence[Any], clock: VirtualClock | None) -> RunOutcome:

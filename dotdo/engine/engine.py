@@ -412,6 +412,9 @@ class Engine(Hibernation):
                 raise
             except Exception:
                 log.exception("timer loop: will retry")
+            except BaseException as crash:  # a simulated process death hit this loop's write
+                await self._crash(crash)
+                return
             if self._closing:
                 return
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
