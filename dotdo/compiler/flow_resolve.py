@@ -79,31 +79,28 @@ class Resolver:
             return True
         return False
 
-    def use(self, item: A.Use) -> None:
+    def _module(self, item: A.Use | A.Import, what: str, example: str) -> Any:
+        """The module `item` names, or None after reporting why it cannot be had."""
         if self.dunder(item.pos, item.module, "the module"):
-            return
+            return None
         module, problem = _import(item.module)
         if module is None:
             self.env.report(
                 item.pos,
-                f"cannot use module `{item.module}`: {problem}",
-                "give a module Python can import (a dotted path, like examples.flow_steps)",
+                f"cannot {what} `{item.module}`: {problem}",
+                f"give a module Python can import (a dotted path, like {example})",
                 code="bad-module",
             )
-            return
-        self.modules.append((item.module, module))
+        return module
+
+    def use(self, item: A.Use) -> None:
+        module = self._module(item, "use module", "examples.flow_steps")
+        if module is not None:
+            self.modules.append((item.module, module))
 
     def import_(self, item: A.Import) -> None:
-        if self.dunder(item.pos, item.module, "the module"):
-            return
-        module, problem = _import(item.module)
+        module = self._module(item, "import", "examples.orders")
         if module is None:
-            self.env.report(
-                item.pos,
-                f"cannot import `{item.module}`: {problem}",
-                "give a module Python can import (a dotted path, like examples.orders)",
-                code="bad-module",
-            )
             return
         for name in item.names:
             if self.dunder(item.pos, name, "the name"):
