@@ -16,24 +16,18 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
-import importlib.util
 import itertools
-import os
 import sys
 import textwrap
-import uuid
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-from hypothesis import HealthCheck, given, settings
+from _property_support import SETTINGS, SOAK_MARKS, Observed, check_properties, import_source
+from hypothesis import given
 from hypothesis import strategies as st
 
 from dotdo import Engine, RunFailed
 from dotdo.compiler.codegen import Frame
-from dotdo.crashcheck import IN_FLIGHT
 from dotdo.engine._state import encode_state
 from dotdo.engine.interpreter import (
     Call,
@@ -52,25 +46,7 @@ from dotdo.engine.interpreter import (
 from dotdo.errors import PermanentError
 from dotdo.testing import CrashAt, SimulatedCrash
 
-settings.register_profile(
-    "dotdo-ci",
-    max_examples=100,
-    deadline=None,
-    derandomize=True,  # the same programs every run: a failure here is never a fluke
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-settings.register_profile(
-    "soak",
-    max_examples=1000,
-    deadline=None,
-    derandomize=False,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-# Looked up here rather than loaded globally, so other test modules keep their own settings.
-_SOAK = os.environ.get("HYPOTHESIS_PROFILE") == "soak"
-_SETTINGS = settings.get_profile("soak" if _SOAK else "dotdo-ci")
-if _SOAK:
-    pytestmark = pytest.mark.timeout(0)  # a soak run outlasts the suite's per-test timeout
+pytestmark = SOAK_MARKS
 
 # ------------------------------------------------------------------- shared side effects
 EXEC: list[str] = []
@@ -182,34 +158,10 @@ def load_program(directory: Path, ops: list[Any]) -> tuple[str, Any, dict[str, t
     plan: dict[str, tuple[str, int]] = {}
     body = _render(ops, 2, [], plan)
     source = textwrap.dedent(_HEADER) + "\n".join([*body, "        return acc", ""])
-    name = f"_dotdo_props_{next(_counter)}_{uuid.uuid4().hex[:8]}"
-    path = directory / f"{name}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return source, module, plan
+    return source, import_source(directory, source, "_dotdo_props"), plan
 
 
 # --------------------------------------------------------------------------- running
-@dataclass
-class Observed:
-    status: str
-    result: Any
-    error: tuple[str, str] | None
-    rows: list[tuple[str, str, int | None]]
-    outbox: list[tuple[str, Any]]
-    execs: list[str]
-    booked: list[tuple[str, int]]
-    undone: list[int]
-
-    @property
-    def completed(self) -> list[str]:
-        return [key for key, status, _ in self.rows if status == "completed"]
-
-
 def _reset() -> None:
     EXEC.clear()
     BOOKED.clear()
@@ -258,47 +210,7 @@ async def crashed_run(db: Path, cls: Any, start: int, n: int) -> tuple[Observed,
         return await _finish(engine), point
 
 
-def _dedupe_adjacent(items: list[Any]) -> tuple[list[Any], int]:
-    out: list[Any] = []
-    repeats = 0
-    for item in items:
-        if out and out[-1] == item:
-            repeats += 1
-        else:
-            out.append(item)
-    return out, repeats
-
-
-def check_properties(ref: Observed, out: Observed, point: str | None, where: str) -> None:
-    # Exactly-once recording: one journal row per key, completions numbered 1..n.
-    keys = [key for key, _, _ in out.rows]
-    assert len(keys) == len(set(keys)), f"{where}: a key journaled twice: {keys}"
-    seqs = [seq for _, status, seq in out.rows if status == "completed"]
-    assert seqs == list(range(1, len(seqs) + 1)), f"{where}: seqs {seqs}"
-    # Crash equivalence.
-    assert (out.status, out.result, out.error) == (ref.status, ref.result, ref.error), where
-    assert out.completed == ref.completed, where
-    assert out.outbox == ref.outbox, where
-    # At least once, and at most one extra execution, only when a step was in flight.
-    ref_counts, out_counts = Counter(ref.execs), Counter(out.execs)
-    assert all(out_counts[k] >= ref_counts[k] for k in ref_counts), f"{where}: {out.execs}"
-    assert set(out_counts) == set(ref_counts), f"{where}: {out.execs}"
-    extra = sum(out_counts.values()) - sum(ref_counts.values())
-    undo_extra = len(out.undone) - len(ref.undone)
-    allowed = 1 if point in IN_FLIGHT else 0
-    assert extra + undo_extra <= allowed, f"{where}: {extra} + {undo_extra} extra executions"
-    # Compensation: each completed compensable step undone once, in reverse order.
-    if ref.status == "compensated":
-        assert ref.undone == [value for _, value in reversed(ref.booked)], where
-    else:
-        assert ref.undone == [], where
-    undone, repeats = _dedupe_adjacent(out.undone)
-    assert undone == ref.undone and repeats <= allowed, f"{where}: undos {out.undone}"
-    undo_keys = [k for k in out.completed if k.startswith("compensate:")]
-    assert len(undo_keys) == len(ref.undone), f"{where}: {undo_keys}"
-
-
-@_SETTINGS
+@SETTINGS
 @given(ops=_ops(0), start=st.integers(0, 5), pick=st.integers(0, 10**6))
 def test_crash_anywhere_matches_the_clean_run(
     tmp_path: Path, ops: list[Any], start: int, pick: int
@@ -340,7 +252,7 @@ def _transition_view(t: Transition, graph: Any) -> Any:
     return encode_state(t.state, graph), _command_view(t.command), t.sends
 
 
-@_SETTINGS
+@SETTINGS
 @given(ops=_ops(0), start=st.integers(0, 5), answers=st.lists(st.integers(0, 9), max_size=40))
 def test_interpreter_is_deterministic(
     tmp_path: Path, ops: list[Any], start: int, answers: list[int]
