@@ -16,17 +16,27 @@ import functools
 import importlib.util
 import sqlite3
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from dotdo._crash_answers import (
+    Expire,
+    Respond,
+    Responder,
+    Waiting,
+    current_wait,
+    describe,
+    give,
+)
 from dotdo.dsl.decorators import WorkflowDef
 from dotdo.engine.clock import VirtualClock
 from dotdo.engine.engine import Engine
 from dotdo.engine.records import RunInfo
-from dotdo.errors import RunFailed, StepInterrupted
+from dotdo.errors import DotdoError, RunFailed, StepInterrupted
 
 if TYPE_CHECKING:
     from dotdo.testing import CrashAt
@@ -129,6 +139,7 @@ class CrashSafe(Protocol):
         *args: Any,
         register: Sequence[Any] = (),
         clock: VirtualClock | None = None,
+        respond: Respond | None = None,
         max_points: int | None = None,
         **kwargs: Any,
     ) -> Awaitable[CrashReport]: ...
@@ -142,25 +153,69 @@ def _engine(db: Path, targets: Sequence[Any], clock: VirtualClock | None, faults
     return engine
 
 
-async def _drive(engine: Engine, run_id: str, clock: VirtualClock | None) -> RunInfo:
-    """Wait for the run to end; on a virtual clock, jump to each timer it waits on."""
-    if clock is None:
+async def _drive(
+    engine: Engine, run_id: str, clock: VirtualClock | None, responder: Responder | None
+) -> RunInfo:
+    """Wait for the run to end: jump the virtual clock to each timer it waits on, and answer
+    each approval or event wait from `responder`."""
+    if clock is None and responder is None:
         return await engine.wait(run_id, timeout=_TIMEOUT)
+    deadline = time.monotonic() + _TIMEOUT
     for _ in range(_MAX_HOPS):
         info = await engine.idle(run_id, timeout=_TIMEOUT)
         if info.finished:
             return info
-        if info.wake_at is None:
+        if time.monotonic() > deadline:
+            raise CrashSafetyError(f"run {run_id!r} did not finish within {_TIMEOUT}s")
+        waiting, in_transit = await current_wait(engine.store, info)
+        if waiting is None or in_transit:
+            _jump(clock, info, run_id)
+        elif responder is None:
             raise CrashSafetyError(
-                f"run {run_id!r} waits for something other than time (an approval or an "
-                "event); assert_crash_safe only drives timers"
+                f"run {run_id!r} waits for {describe(waiting)}; pass respond= to "
+                "assert_crash_safe to answer it"
             )
-        gap = info.wake_at.timestamp() - clock.now()
-        if gap > 0:
-            clock.advance(gap)
-        # Let the timer loop claim the run before asking again.
+        else:
+            await _answer(engine, clock, info, responder, waiting)
+        # Let the engine take the run up (timer loop, dispatcher) before asking again.
         await asyncio.sleep(0.002)
-    raise CrashSafetyError(f"run {run_id!r} did not finish within {_MAX_HOPS} timer hops")
+    raise CrashSafetyError(f"run {run_id!r} did not finish within {_MAX_HOPS} hops")
+
+
+def _jump(clock: VirtualClock | None, info: RunInfo, run_id: str) -> None:
+    """Move a virtual clock to the run's timer; on the real clock time passes by itself."""
+    if clock is None or info.wake_at is None:
+        return  # a delivery in transit, or a real timer: wait for the engine
+    gap = info.wake_at.timestamp() - clock.now()
+    if gap > 0:
+        clock.advance(gap)
+
+
+async def _answer(
+    engine: Engine,
+    clock: VirtualClock | None,
+    info: RunInfo,
+    responder: Responder,
+    waiting: Waiting,
+) -> None:
+    try:
+        answer = responder.answer(waiting)
+    except (LookupError, TypeError) as error:
+        raise CrashSafetyError(f"run {info.run_id!r}: {error}") from None
+    if isinstance(answer, Expire):
+        if clock is None or waiting.deadline is None:
+            what = "clock=VirtualClock()" if clock is None else "a deadline or timeout"
+            raise CrashSafetyError(
+                f"run {info.run_id!r}: Expire() given to {describe(waiting)}, which needs {what}"
+            )
+        _jump(clock, info, info.run_id)
+        return
+    try:
+        await give(engine, waiting, answer)
+    except (ValueError, DotdoError) as error:
+        raise CrashSafetyError(
+            f"run {info.run_id!r}: answer {answer!r} to {describe(waiting)} was refused: {error}"
+        ) from None
 
 
 async def _outcome(engine: Engine, run_id: str) -> RunOutcome:
@@ -176,31 +231,41 @@ async def _outcome(engine: Engine, run_id: str) -> RunOutcome:
     return RunOutcome(info.status, result, described, rows, await engine.outbox(run_id), error)
 
 
+@dataclass(frozen=True)
+class _Setup:
+    """What every run of one check shares: the workflow, its inputs, its world."""
+
+    wf: WorkflowDef[Any]
+    targets: Sequence[Any]
+    clock: VirtualClock | None
+    respond: Respond | None
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+    def responder(self) -> Responder | None:
+        """A fresh one per database: each case answers its own waits, across its crash."""
+        return None if self.respond is None else Responder(self.respond)
+
+
 async def _run_to_end(
-    db: Path,
-    wf: WorkflowDef[Any],
-    targets: Sequence[Any],
-    clock: VirtualClock | None,
-    faults: CrashAt | None,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    db: Path, setup: _Setup, faults: CrashAt | None, responder: Responder | None
 ) -> RunOutcome | None:
     """Start the run; None when the engine died at its simulated crash."""
     from dotdo.testing import SimulatedCrash
 
-    async with _engine(db, targets, clock, faults) as engine:
-        await engine.start(wf, *args, run_id=RUN_ID, **kwargs)
+    async with _engine(db, setup.targets, setup.clock, faults) as engine:
+        await engine.start(setup.wf, *setup.args, run_id=RUN_ID, **setup.kwargs)
         try:
-            await _drive(engine, RUN_ID, clock)
+            await _drive(engine, RUN_ID, setup.clock, responder)
             return await _outcome(engine, RUN_ID)
         except SimulatedCrash:
             # Also when the crash hit the run's last commit just after it was seen finished.
             return None
 
 
-async def _resume(db: Path, targets: Sequence[Any], clock: VirtualClock | None) -> RunOutcome:
-    async with _engine(db, targets, clock, None) as engine:
-        await _drive(engine, RUN_ID, clock)
+async def _resume(db: Path, setup: _Setup, responder: Responder | None) -> RunOutcome:
+    async with _engine(db, setup.targets, setup.clock, None) as engine:
+        await _drive(engine, RUN_ID, setup.clock, responder)
         return await _outcome(engine, RUN_ID)
 
 
@@ -273,30 +338,22 @@ def _sample(total: int, max_points: int | None) -> list[int]:
     return sorted({round(i * step) for i in range(max_points)})
 
 
-async def _check_point(
-    directory: Path,
-    n: int,
-    wf: WorkflowDef[Any],
-    targets: Sequence[Any],
-    clock: VirtualClock | None,
-    ref: RunOutcome,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> CrashCase | None:
+async def _check_point(directory: Path, n: int, setup: _Setup, ref: RunOutcome) -> CrashCase | None:
     """Crash at boundary `n`, resume on a fresh engine, check; None when `n` is past the end."""
     from dotdo.testing import CrashAt
 
     db = directory / f"crash-{n}.db"
     crash = CrashAt(n)
-    await _run_to_end(db, wf, targets, clock, crash, args, kwargs)
+    responder = setup.responder()
+    await _run_to_end(db, setup, crash, responder)
     if not crash.fired:
         return None
     boundary, run_id = crash.trace[n]
     case = CrashCase(n, boundary, run_id, _started_rows(db))
-    where = f"{wf.qualname}: {case}"
+    where = f"{setup.wf.qualname}: {case}"
     if crash.trace[-1] != (boundary, run_id) or len(crash.trace) != n + 1:
         raise CrashSafetyError(f"{where}: the engine went on after its crash: {crash.trace}")
-    _check_case(where, case, ref, await _resume(db, targets, clock))
+    _check_case(where, case, ref, await _resume(db, setup, responder))
     return case
 
 
@@ -305,6 +362,7 @@ async def assert_crash_safe(
     *args: Any,
     register: Sequence[Any] = (),
     clock: VirtualClock | None = None,
+    respond: Respond | None = None,
     max_points: int | None = None,
     directory: Path | None = None,
     **kwargs: Any,
@@ -313,6 +371,7 @@ async def assert_crash_safe(
 
     Each crash point gets its own database, so cases cannot leak into one another. Side
     effects outside the database (counters, lists) are the caller's to reset if they matter.
+    `respond` answers the run's approvals and event waits, the same way in every run.
     """
     if directory is None:
         with tempfile.TemporaryDirectory(prefix="dotdo-crashcheck-") as tmp:
@@ -321,6 +380,7 @@ async def assert_crash_safe(
                 *args,
                 register=register,
                 clock=clock,
+                respond=respond,
                 max_points=max_points,
                 directory=Path(tmp),
                 **kwargs,
@@ -328,24 +388,24 @@ async def assert_crash_safe(
     from dotdo.testing import CrashAt
 
     targets = [workflow.owner, *register] if workflow.owner is not None else [*register]
+    setup = _Setup(workflow, targets, clock, respond, args, kwargs)
     directory.mkdir(parents=True, exist_ok=True)
+    # A fresh folder per call: a second check in the same directory must not find the first
+    # one's run (start is idempotent by run id) and report its outcome.
+    directory = Path(tempfile.mkdtemp(prefix=f"{workflow.qualname}-", dir=directory))
     probe = CrashAt(10**9)
-    reference = await _run_to_end(
-        directory / "reference.db", workflow, targets, clock, probe, args, kwargs
-    )
+    reference = await _run_to_end(directory / "reference.db", setup, probe, setup.responder())
     assert reference is not None  # a probe that never fires cannot crash the engine
     _check_recording(f"{workflow.qualname}: the uncrashed run", reference)
     report = CrashReport(workflow.qualname, reference, len(probe.trace))
     for n in _sample(len(probe.trace), max_points):
-        case = await _check_point(directory, n, workflow, targets, clock, reference, args, kwargs)
+        case = await _check_point(directory, n, setup, reference)
         if case is not None:
             report.cases.append(case)
     if max_points is None:
         # Past the reference's last boundary: a run that took another path may have more.
         for n in range(len(probe.trace), len(probe.trace) + _PAST_THE_END):
-            case = await _check_point(
-                directory, n, workflow, targets, clock, reference, args, kwargs
-            )
+            case = await _check_point(directory, n, setup, reference)
             if case is None:
                 break
             report.cases.append(case)

@@ -9,15 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dotdo._crash_answers import Approve, Expire, Reject, Send, Waiting
 from dotdo.engine.clock import VirtualClock
 
 __all__ = [
     "BOUNDARIES",
+    "Approve",
     "CrashAt",
     "CrashReport",
     "CrashSafetyError",
+    "Expire",
+    "Reject",
+    "Send",
     "SimulatedCrash",
     "VirtualClock",
+    "Waiting",
     "assert_crash_safe",
 ]
 

@@ -61,3 +61,24 @@ def test_errors_share_one_base() -> None:
         value = getattr(dotdo, name)
         if isinstance(value, type) and issubclass(value, Exception) and name != "PermanentError":
             assert issubclass(value, dotdo.DotdoError), name
+
+
+def test_testing_api_is_pinned() -> None:
+    import dotdo.testing
+
+    assert set(dotdo.testing.__all__) == {
+        "BOUNDARIES",
+        "Approve",
+        "CrashAt",
+        "CrashReport",
+        "CrashSafetyError",
+        "Expire",
+        "Reject",
+        "Send",
+        "SimulatedCrash",
+        "VirtualClock",
+        "Waiting",
+        "assert_crash_safe",
+    }
+    for name in dotdo.testing.__all__:
+        assert hasattr(dotdo.testing, name), name
