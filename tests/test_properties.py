@@ -14,11 +14,14 @@ runs far more examples.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import itertools
+import sqlite3
 import sys
 import textwrap
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -67,15 +70,19 @@ _counter = itertools.count()
 Outcome = st.sampled_from([("ok", 0), ("ok", 0), ("flaky", 1), ("flaky", 2), ("fail", 0)])
 
 
-def _ops(depth: int) -> st.SearchStrategy[list[Any]]:
-    leaf = st.one_of(
+def _ops(depth: int, once: bool = False) -> st.SearchStrategy[list[Any]]:
+    """Programs as nested op lists; `once` adds `try_` calls (at most once, never retried)."""
+    leaves = [
         st.tuples(st.just("step"), Outcome),
         st.tuples(st.just("book"), Outcome),
         st.tuples(st.just("send")),
-    )
+    ]
+    if once:
+        leaves += [st.tuples(st.just("once"), Outcome)] * 2
+    leaf = st.one_of(*leaves)
     if depth >= 2:
         return st.lists(leaf, min_size=1, max_size=3)
-    sub = st.deferred(lambda: _ops(depth + 1))
+    sub = st.deferred(lambda: _ops(depth + 1, once))
     node = st.one_of(
         leaf,
         leaf,
@@ -93,12 +100,15 @@ def _render(
     lines: list[str] = []
     for op in ops:
         kind = op[0]
-        if kind in ("step", "book"):
+        if kind in ("step", "book", "once"):
             site = f"{kind}{len(plan)}"
-            method = "work" if kind == "step" else "book"
             plan[site] = op[1]
             sid = " + ".join([repr(site), *(f'"-" + str({v})' for v in loops)])
-            lines.append(f"{pad}acc = await self.{method}({sid}, acc)")
+            if kind == "once":
+                lines.append(f"{pad}acc = await self.try_(self.once, {sid}, acc)")
+            else:
+                method = "work" if kind == "step" else "book"
+                lines.append(f"{pad}acc = await self.{method}({sid}, acc)")
         elif kind == "send":
             lines.append(f'{pad}self.send("Gen.acc", {{"acc": acc}})')
         elif kind == "if":
@@ -107,7 +117,7 @@ def _render(
             lines.append(f"{pad}else:")
             lines.extend(_render(op[2], indent + 1, loops, plan))
         elif kind == "for":
-            var = f"i{len(plan)}_{len(lines)}"
+            var = f"i{len(loops)}_{len(plan)}_{len(lines)}"  # nested loops never shadow
             lines.append(f"{pad}for {var} in range({op[1]}):")
             lines.extend(_render(op[2], indent + 1, [*loops, var], plan))
         elif kind == "try":
@@ -144,6 +154,9 @@ class Generated(DO):
         value = acc + _act(sid)
         BOOKED.append((sid, value))
         return value
+
+    async def once(self, sid, acc):
+        return acc + _act(sid)
 
     @compensate(book)
     async def unbook(self, value):
@@ -192,7 +205,10 @@ async def reference_run(db: Path, cls: Any, start: int) -> tuple[Observed, int]:
         return await _finish(engine), len(probe.trace)
 
 
-async def crashed_run(db: Path, cls: Any, start: int, n: int) -> tuple[Observed, str | None]:
+async def crashed_run(
+    db: Path, cls: Any, start: int, n: int
+) -> tuple[Observed, str | None, list[str]]:
+    """Crash at boundary `n`, resume on a fresh engine; also the `try_` keys left `started`."""
     _reset()
     crash = CrashAt(n)
     engine = Engine(db, faults=crash)
@@ -204,10 +220,14 @@ async def crashed_run(db: Path, cls: Any, start: int, n: int) -> tuple[Observed,
         except (SimulatedCrash, RunFailed):
             pass
     point = crash.trace[n][0] if crash.fired else None
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        started = [
+            key for (key,) in conn.execute("SELECT step_key FROM steps WHERE status = 'started'")
+        ]
     engine = Engine(db)
     engine.register(cls)
     async with engine:
-        return await _finish(engine), point
+        return await _finish(engine), point, started
 
 
 @SETTINGS
@@ -223,8 +243,48 @@ def test_crash_anywhere_matches_the_clean_run(
     async def scenario() -> None:
         ref, total = await reference_run(tmp_path / f"ref{tag}.db", module.Generated, start)
         n = pick % (total + 1)  # n == total: a crash point past the end, so no crash
-        out, point = await crashed_run(tmp_path / f"crash{tag}.db", module.Generated, start, n)
+        out, point, _ = await crashed_run(tmp_path / f"crash{tag}.db", module.Generated, start, n)
         check_properties(ref, out, point, f"crash #{n} of {total} at {point}")
+
+    try:
+        asyncio.run(scenario())
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- generated program ---\n{source}") from None
+    finally:
+        sys.modules.pop(module.__name__, None)
+
+
+@SETTINGS
+@given(ops=_ops(0, once=True), start=st.integers(0, 5), pick=st.integers(0, 10**6))
+def test_try_never_runs_twice(tmp_path: Path, ops: list[Any], start: int, pick: int) -> None:
+    """`try_` is at most once: across any crash no `try_` body runs twice. A crash while one
+    was in flight leaves its `started` row; the resumed run must fail that step
+    (StepInterrupted) and may then legitimately take another path. Any other crash must be
+    invisible, as for `do` steps."""
+    source, module, plan = load_program(tmp_path, ops)
+    PLAN.clear()
+    PLAN.update(plan)
+    tag = next(_counter)
+
+    async def scenario() -> None:
+        ref, total = await reference_run(tmp_path / f"ref{tag}.db", module.Generated, start)
+        n = pick % (total + 1)
+        db = tmp_path / f"crash{tag}.db"
+        out, point, started = await crashed_run(db, module.Generated, start, n)
+        where = f"crash #{n} of {total} at {point}"
+        once = Counter(sid for sid in out.execs if sid.startswith("once"))
+        assert all(count == 1 for count in once.values()), f"{where}: try_ ran twice: {once}"
+        assert all(count == 1 for sid, count in Counter(ref.execs).items() if "once" in sid)
+        if not started:
+            check_properties(ref, out, point, where)
+            return
+        statuses = {key: status for key, status, _ in out.rows}
+        assert all(statuses[key] == "failed" for key in started), f"{where}: {out.rows}"
+        keys = [key for key, _, _ in out.rows]
+        assert len(keys) == len(set(keys)), f"{where}: a key journaled twice: {keys}"
+        seqs = [seq for _, status, seq in out.rows if status == "completed"]
+        assert seqs == list(range(1, len(seqs) + 1)), f"{where}: seqs {seqs}"
+        assert out.status != "running", where
 
     try:
         asyncio.run(scenario())
