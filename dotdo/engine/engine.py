@@ -432,11 +432,18 @@ class Engine(Hibernation):
         return row is not None
 
     async def _lease_loop(self) -> None:
+        """Renew this engine's leases; a failed renewal (a busy database) is retried on the
+        next tick. Were this loop to end, the leases would expire while their runs are still
+        being advanced here, and another process would take them over."""
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
-            cancelled = await self.store.write(
-                functools.partial(renew, owner=self.owner, ttl=self.lease_seconds)
-            )
+            try:
+                cancelled = await self.store.write(
+                    functools.partial(renew, owner=self.owner, ttl=self.lease_seconds)
+                )
+            except Exception:
+                log.exception("lease renewal failed: will retry")
+                continue
             for run_id in cancelled:
                 if run_id in self._runs:
                     self._runs[run_id].cancel = True

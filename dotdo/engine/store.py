@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,11 +271,45 @@ class Store:
         return conn
 
     async def _configure(self, conn: aiosqlite.Connection) -> None:
-        await conn.execute("PRAGMA journal_mode = WAL")
+        # Switching a new file to WAL needs it to itself, and SQLite answers "locked" at once
+        # instead of waiting: another process opening the same new file at the same moment
+        # holds it for milliseconds. Retry for as long as any other statement would wait.
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                await conn.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(0.005)
         await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         await conn.execute("PRAGMA foreign_keys = ON")
 
     async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        if await self._schema_version(conn) == SCHEMA_VERSION:
+            return
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Read again under the write lock: another process opening the same new file at
+            # the same moment may have migrated it since the read above.
+            version = await self._schema_version(conn)
+            if version < SCHEMA_VERSION:
+                for script in _MIGRATIONS[version:]:
+                    for statement in filter(str.strip, script.split(";")):
+                        await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (str(SCHEMA_VERSION),),
+                )
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+
+    async def _schema_version(self, conn: aiosqlite.Connection) -> int:
+        """The file's schema version (0 when empty); refuses foreign and newer databases."""
         tables = {
             r[0]
             for r in await conn.execute_fetchall(
@@ -294,22 +329,7 @@ class Store:
                 f"{self.path} has schema version {version}, newer than this dotdo "
                 f"understands ({SCHEMA_VERSION}); upgrade dotdo to open it"
             )
-        if version == SCHEMA_VERSION:
-            return
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            for script in _MIGRATIONS[version:]:
-                for statement in filter(str.strip, script.split(";")):
-                    await conn.execute(statement)
-            await conn.execute(
-                "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (str(SCHEMA_VERSION),),
-            )
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
+        return version
 
     async def close(self) -> None:
         """Finish queued writes, then close. Safe to call twice."""
