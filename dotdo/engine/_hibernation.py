@@ -115,6 +115,12 @@ class Hibernation(RunDriver):
             match = command.request.get("match")
             if match is not None and not isinstance(match, dict):
                 raise DotdoError("wait_for_event(match=...) takes a dict of fields to equal")
+            if sends:
+                # Events the run sent before this wait belong in its inbox: write them first,
+                # or the wait would see them only if the dispatcher beat its timeout.
+                if await self._commit(run, t, journal, sends, status="running"):
+                    return None
+                journal, sends = [], []
             found = await self.store.write(
                 lambda conn: self._subscribe(conn, run, command.key, name, match)
             )
@@ -161,6 +167,18 @@ class Hibernation(RunDriver):
             )
         )
         since = rows[0][0] if rows else 0.0
+        # This wait may have taken an event already and its process died before the run's
+        # next checkpoint (the run was stored at an earlier node, so it replays up to here).
+        # That event is the wait's; the search below would skip it as consumed.
+        taken = list(
+            await conn.execute_fetchall(
+                "SELECT id, event, data, run_id, created_at FROM outbox WHERE id = "
+                "(SELECT event_id FROM waits WHERE run_id = ? AND step_key = ? AND event_id > 0)",
+                (run.run_id, key),
+            )
+        )
+        if taken:
+            return _event(taken[0])
         await conn.execute(
             "INSERT INTO waits(run_id, step_key, event, match, since) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT(run_id, step_key) DO NOTHING",
@@ -233,6 +251,10 @@ class Hibernation(RunDriver):
                 )
             )
             return self._resolved(run, key, None)
+        if wake_at is None:
+            # Subscribed, but the checkpoint that hibernates the run (and sets the deadline of
+            # a timeout) never happened: the process died in between. Suspend it again.
+            return None
         return "park"
 
     async def _expire(self, approval: Approval) -> Approval:
@@ -476,10 +498,21 @@ class Hibernation(RunDriver):
                 "AND event_id IS NULL",
                 (event.name,),
             )
+            # A run takes an event once, as its inbox does: one of its waits may have taken
+            # this one already (from the inbox, before the dispatcher got to it).
+            taken = {
+                r[0]
+                for r in await conn.execute_fetchall(
+                    "SELECT run_id FROM waits WHERE event_id = ?", (event.id,)
+                )
+            }
             for run_id, key, match, since in waits:
                 created = event.created_at.timestamp() if event.created_at else 0.0
-                if created < since or not _fits(event.data, json.loads(match) if match else None):
+                if run_id in taken or created < since:
                     continue
+                if not _fits(event.data, json.loads(match) if match else None):
+                    continue
+                taken.add(run_id)
                 await conn.execute(
                     "UPDATE waits SET event_id = ? WHERE run_id = ? AND step_key = ? "
                     "AND event_id IS NULL",
