@@ -85,12 +85,21 @@ class RunDriver:
     _kick: asyncio.Event
     _closing: bool
     _crashed: BaseException | None
+    _resume_after: set[str]
+    """Runs woken (an event, a decision) while their task was still ending after it parked:
+    that task resumes them as it ends, or nothing would drive them until a restart."""
+    _dying: BaseException | None = None
+    """Set the moment a fault hook kills this engine, before `_crash` has run: from then on
+    no step starts, as none would in a process that died at that boundary."""
 
     @property
     def store(self) -> Store:
         raise NotImplementedError
 
     async def _crash(self, error: BaseException) -> None:
+        raise NotImplementedError
+
+    async def _resume(self, run_id: str) -> None:
         raise NotImplementedError
 
     async def _withdraw_approvals(self, run_id: str) -> None:
@@ -102,13 +111,19 @@ class RunDriver:
         raise NotImplementedError
 
     def _commit_hook(self, point: str, run_ids: Iterable[str]) -> None:
-        if self.faults:
-            for run_id in run_ids:
-                self.faults(point, run_id)
+        for run_id in run_ids:
+            self._fault(point, run_id)
 
     def _fault(self, point: str, run_id: str) -> None:
+        if self._dying is not None:
+            raise self._dying
         if self.faults:
-            self.faults(point, run_id)
+            try:
+                self.faults(point, run_id)
+            except BaseException as death:
+                if not isinstance(death, Exception):  # a simulated process death
+                    self._dying = death
+                raise
 
     def _spawn(
         self,
@@ -142,6 +157,15 @@ class RunDriver:
         finally:
             self._active.pop(run.run_id, None)
             self._runs.pop(run.run_id, None)
+        if run.run_id in self._resume_after:
+            self._resume_after.discard(run.run_id)
+            if not self._closing and self._crashed is None:
+                try:
+                    await self._resume(run.run_id)
+                except Exception:
+                    log.exception("could not resume woken run %s; recovery will", run.run_id)
+                except BaseException as crash:
+                    await self._crash(crash)
 
     async def _drive(
         self, run: _Run, event: Event, recovered: bool, journal: list[JournalRow] | None = None

@@ -89,6 +89,7 @@ class Engine(Hibernation):
         self._crashed: BaseException | None = None
         self._closing = False
         self._unloadable: set[str] = set()
+        self._resume_after: set[str] = set()
 
     # ------------------------------------------------------------ registration
     def register(self, *targets: Any) -> Engine:
@@ -185,6 +186,10 @@ class Engine(Hibernation):
             with contextlib.suppress(Exception):
                 await store.write(functools.partial(release_all, owner=self.owner))
             await store.close()
+        else:
+            # The task that ran _crash (the timer loop, say) may have been cancelled above
+            # before its abandon() closed the connections; abandoning again finishes that.
+            await store.abandon(self._crashed)
         release_owner(self.owner)
         for futures in self._waiters.values():
             for future in futures:
@@ -326,7 +331,11 @@ class Engine(Hibernation):
 
     async def _resume(self, run_id: str) -> None:
         """Load a claimed run and drive it; a run this code cannot load is failed."""
-        if run_id in self._active or run_id in self._unloadable:
+        if run_id in self._active:
+            # Its task is still ending (it has just parked): resume when that task is done.
+            self._resume_after.add(run_id)
+            return
+        if run_id in self._unloadable:
             return
         try:
             await self._load_and_drive(run_id)

@@ -344,7 +344,8 @@ class Store:
         await self._close_connections()
 
     async def abandon(self, error: BaseException) -> None:
-        """Stop at once, committing nothing more (a simulated crash)."""
+        """Stop at once, committing nothing more (a simulated crash). Safe to call again
+        after an abandon that was cancelled half-way: it finishes closing."""
         self._failed = error
         if self._task is not None:
             self._task.cancel()
@@ -354,7 +355,7 @@ class Store:
         if self._writer is not None:
             try:
                 await self._writer.execute("ROLLBACK")
-            except sqlite3.Error:
+            except (sqlite3.Error, ValueError):  # ValueError: already closed
                 pass
         await self._close_connections()
 
