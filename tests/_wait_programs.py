@@ -361,7 +361,9 @@ START = datetime.fromisoformat(START_ISO)
 
 
 class Faults:
-    """CrashAt(n), noting which runs had a step executed but not committed when it fired."""
+    """CrashAt(n), noting which runs had a step executed but not committed when it fired:
+    only those may execute a step once more after the restart. (A generated step's body has
+    no await, so it runs whole between its before_step and after_step boundaries.)"""
 
     def __init__(self, n: int) -> None:
         self.crash = CrashAt(n)

@@ -327,7 +327,8 @@ def test_a_dead_engine_starts_no_step(work_dir: Path) -> None:
     writer's error had reached a run task; meanwhile the schedule's run, woken by the same
     clock jump, executed its step in the dead engine, and again after the restart: two
     executions with no step in flight at the crash. The fault hook now stops every run at
-    once. Every crash point is checked."""
+    once. Every crash point is checked; the interleaving is a race (without the fix this
+    failed about one run in four), test_nothing_runs_on_in_a_dead_engine pins it down."""
     program = wp.Program(
         ops=[
             ("send", 0, 1),
@@ -363,9 +364,10 @@ class Held(DO):
 
 
 async def test_nothing_runs_on_in_a_dead_engine(work_dir: Path) -> None:
-    """The same cause, pinned down: the crash is raised by the writer at run `fast`'s commit,
-    just as the step `slow` is running can return. That step must not reach its after_step
-    boundary (nor commit) in the dead engine: the trace ends at the crash."""
+    """The same cause, made deterministic: the writer raises the crash at run `fast`'s
+    commit, and at that moment lets the step run `slow` is executing return. That step must
+    not reach its after_step boundary (nor commit) in the dead engine: the trace ends at the
+    crash, as crashcheck demands ("the engine went on after its crash")."""
     loop = asyncio.get_running_loop()
     gate = Held.gate = asyncio.Event()
     trace: list[tuple[str, str]] = []
