@@ -8,12 +8,15 @@ with its clean reference.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import itertools
 import os
+import sqlite3
 import sys
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -22,7 +25,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+from dotdo import Engine, RunFailed
 from dotdo.crashcheck import IN_FLIGHT
+from dotdo.testing import CrashAt, SimulatedCrash
 
 EXAMPLES = 300
 """Examples per property in `make test` (the issue's floor)."""
@@ -124,3 +129,36 @@ def check_properties(ref: Observed, out: Observed, point: str | None, where: str
     assert undone == ref.undone and repeats <= allowed, f"{where}: undos {out.undone}"
     undo_keys = [k for k in out.completed if k.startswith("compensate:")]
     assert len(undo_keys) == len(ref.undone), f"{where}: {undo_keys}"
+
+
+async def crash_then_resume(
+    db: Path,
+    wf: Any,
+    start: int,
+    n: int,
+    finish: Callable[[Engine], Awaitable[Observed]],
+    run_id: str,
+) -> tuple[Observed, str | None, list[str]]:
+    """Run `wf(start)` crashing at boundary `n`, then resume it on a fresh engine.
+
+    Returns what `finish` observed, the boundary that crashed (None past the end) and the
+    `try_` keys the dead engine left `started` (read from the file before resuming).
+    """
+    crash = CrashAt(n)
+    engine = Engine(db, faults=crash)
+    engine.register(wf)
+    async with engine:
+        try:
+            await engine.start(wf, start, run_id=run_id)
+            await engine.handle(run_id).result(timeout=20)
+        except (SimulatedCrash, RunFailed):
+            pass
+    point = crash.trace[n][0] if crash.fired else None
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        started = [
+            key for (key,) in conn.execute("SELECT step_key FROM steps WHERE status = 'started'")
+        ]
+    engine = Engine(db)
+    engine.register(wf)
+    async with engine:
+        return await finish(engine), point, started

@@ -14,18 +14,23 @@ runs far more examples.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import dataclasses
 import itertools
-import sqlite3
 import sys
 import textwrap
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _property_support import SETTINGS, SOAK_MARKS, Observed, check_properties, import_source
+from _property_support import (
+    SETTINGS,
+    SOAK_MARKS,
+    Observed,
+    check_properties,
+    crash_then_resume,
+    import_source,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -47,7 +52,7 @@ from dotdo.engine.interpreter import (
     advance,
 )
 from dotdo.errors import PermanentError
-from dotdo.testing import CrashAt, SimulatedCrash
+from dotdo.testing import CrashAt
 
 pytestmark = SOAK_MARKS
 
@@ -210,24 +215,7 @@ async def crashed_run(
 ) -> tuple[Observed, str | None, list[str]]:
     """Crash at boundary `n`, resume on a fresh engine; also the `try_` keys left `started`."""
     _reset()
-    crash = CrashAt(n)
-    engine = Engine(db, faults=crash)
-    engine.register(cls)
-    async with engine:
-        await engine.start(cls.wf, start, run_id=RUN_ID)
-        try:
-            await engine.handle(RUN_ID).result(timeout=20)
-        except (SimulatedCrash, RunFailed):
-            pass
-    point = crash.trace[n][0] if crash.fired else None
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        started = [
-            key for (key,) in conn.execute("SELECT step_key FROM steps WHERE status = 'started'")
-        ]
-    engine = Engine(db)
-    engine.register(cls)
-    async with engine:
-        return await _finish(engine), point, started
+    return await crash_then_resume(db, cls.wf, start, n, _finish, RUN_ID)
 
 
 @SETTINGS

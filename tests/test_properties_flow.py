@@ -44,18 +44,23 @@ Deterministic by default (derandomize); `HYPOTHESIS_PROFILE=soak` runs far more 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import random
 import re
-import sqlite3
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 import _flow_programs as F
-from _property_support import SETTINGS, SOAK_MARKS, Observed, check_properties, import_source
+from _property_support import (
+    SETTINGS,
+    SOAK_MARKS,
+    Observed,
+    check_properties,
+    crash_then_resume,
+    import_source,
+)
 from hypothesis import event, given
 from hypothesis import strategies as st
 
@@ -64,7 +69,7 @@ from dotdo.compiler.flow_check import check_source
 from dotdo.dsl.decorators import WorkflowDef
 from dotdo.dsl.flow_format import format_source
 from dotdo.dsl.flow_runtime import load_flow, load_source
-from dotdo.testing import CrashAt, SimulatedCrash
+from dotdo.testing import CrashAt
 
 pytestmark = SOAK_MARKS
 
@@ -113,24 +118,7 @@ async def crashed_run(
 ) -> tuple[Observed, str | None, list[str]]:
     """Crash at boundary `n`, resume on a fresh engine; also the `try` keys left `started`."""
     F.reset()
-    crash = CrashAt(n)
-    engine = Engine(db, faults=crash)
-    engine.register(wf)
-    async with engine:
-        try:
-            await engine.start(wf, start, run_id=RUN_ID)
-            await engine.handle(RUN_ID).result(timeout=20)
-        except (SimulatedCrash, RunFailed):
-            pass
-    point = crash.trace[n][0] if crash.fired else None
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        started = [
-            key for (key,) in conn.execute("SELECT step_key FROM steps WHERE status = 'started'")
-        ]
-    engine = Engine(db)
-    engine.register(wf)
-    async with engine:
-        return await _finish(engine), point, started
+    return await crash_then_resume(db, wf, start, n, _finish, RUN_ID)
 
 
 def check_crash(
