@@ -237,6 +237,22 @@ def test_flow_and_python_twins_agree(tmp_path: Path, ops: list[Any], start: int)
 
 
 # ----------------------------------------------------------------- regression tests
+def check_every_crash_point(tmp_path: Path, name: str, text: str, start: int) -> Observed:
+    """Crash a fixed .flow program at each of its boundaries; returns the clean run."""
+    path = tmp_path / name
+    path.write_text(text)
+    wf = load_flow(path)["wf"]
+
+    async def scenario() -> Observed:
+        ref, total = await reference_run(tmp_path / "ref.db", wf, start)
+        for n in range(total):
+            out, point, started = await crashed_run(tmp_path / f"crash{n}.db", wf, start, n)
+            check_crash(ref, out, point, started, f"crash #{n} of {total} at {point}")
+        return ref
+
+    return asyncio.run(scenario())
+
+
 WAIT_AFTER_SLEEP = """\
 step book = _flow_programs:book retries 3 delay 1ms compensate with unbook
 step unbook = _flow_programs:unbook
@@ -261,20 +277,10 @@ def test_a_wait_that_took_its_event_just_before_a_crash_gets_it_back(tmp_path: P
     the process dies at the next commit. Replaying from the sleep, the wait subscribed again
     and skipped that event as consumed, parked, and its poke claimed the run without driving
     it: the run hung `running` forever. Every crash point must now end like the clean run."""
-    path = tmp_path / "wait_after_sleep.flow"
-    path.write_text(WAIT_AFTER_SLEEP)
-    wf = load_flow(path)["wf"]
     F.PLAN.clear()
     F.PLAN["book0"] = ("ok", 0)
-
-    async def scenario() -> None:
-        ref, total = await reference_run(tmp_path / "ref.db", wf, 0)
-        assert (ref.status, ref.result) == ("completed", 5)
-        for n in range(total):
-            out, point, started = await crashed_run(tmp_path / f"crash{n}.db", wf, 0, n)
-            check_crash(ref, out, point, started, f"crash #{n} of {total} at {point}")
-
-    asyncio.run(scenario())
+    ref = check_every_crash_point(tmp_path, "wait_after_sleep.flow", WAIT_AFTER_SLEEP, 0)
+    assert (ref.status, ref.result) == ("completed", 5)
 
 
 SEND_THEN_WAIT = """\
@@ -292,18 +298,8 @@ def test_a_wait_sees_the_event_its_run_sent_just_before(tmp_path: Path) -> None:
     timeout). The send was still pending when the wait searched the run's inbox, so only the
     dispatcher could deliver it, racing the timeout: the same program gave the event or null
     depending on timing. With the timeout at 0s the race was always lost."""
-    path = tmp_path / "send_then_wait.flow"
-    path.write_text(SEND_THEN_WAIT)
-    wf = load_flow(path)["wf"]
-
-    async def scenario() -> None:
-        ref, total = await reference_run(tmp_path / "ref.db", wf, 7)
-        assert (ref.status, ref.result, ref.outbox) == ("completed", 7, [("Gen.acc", {"acc": 7})])
-        for n in range(total):
-            out, point, started = await crashed_run(tmp_path / f"crash{n}.db", wf, 7, n)
-            check_crash(ref, out, point, started, f"crash #{n} of {total} at {point}")
-
-    asyncio.run(scenario())
+    ref = check_every_crash_point(tmp_path, "send_then_wait.flow", SEND_THEN_WAIT, 7)
+    assert (ref.status, ref.result, ref.outbox) == ("completed", 7, [("Gen.acc", {"acc": 7})])
 
 
 SEND_THEN_WAIT_IN_VAIN = """\
@@ -323,18 +319,10 @@ def test_a_wait_subscribed_but_not_yet_parked_survives_a_crash(tmp_path: Path) -
     (its sends written first), subscribes, finds nothing, and dies before the checkpoint that
     hibernates it with its timeout. Recovery took the subscription for a wait without a
     timeout and parked the run for good; it must suspend it again instead."""
-    path = tmp_path / "send_then_wait_in_vain.flow"
-    path.write_text(SEND_THEN_WAIT_IN_VAIN)
-    wf = load_flow(path)["wf"]
-
-    async def scenario() -> None:
-        ref, total = await reference_run(tmp_path / "ref.db", wf, 0)
-        assert (ref.status, ref.result, ref.outbox) == ("completed", 1, [("Gen.s0", None)])
-        for n in range(total):
-            out, point, started = await crashed_run(tmp_path / f"crash{n}.db", wf, 0, n)
-            check_crash(ref, out, point, started, f"crash #{n} of {total} at {point}")
-
-    asyncio.run(scenario())
+    ref = check_every_crash_point(
+        tmp_path, "send_then_wait_in_vain.flow", SEND_THEN_WAIT_IN_VAIN, 0
+    )
+    assert (ref.status, ref.result, ref.outbox) == ("completed", 1, [("Gen.s0", None)])
 
 
 SEND_THEN_TWO_WAITS = """\
@@ -359,15 +347,5 @@ def test_an_event_taken_by_one_wait_is_not_delivered_to_the_next(tmp_path: Path)
     inbox; when the dispatcher reached that event later (here: a fresh engine after a crash
     at #1), it handed it to the second wait as well, and the run, woken while its task was
     still ending, was claimed and never driven (it hung `running`)."""
-    path = tmp_path / "send_then_two_waits.flow"
-    path.write_text(SEND_THEN_TWO_WAITS)
-    wf = load_flow(path)["wf"]
-
-    async def scenario() -> None:
-        ref, total = await reference_run(tmp_path / "ref.db", wf, 0)
-        assert (ref.status, ref.result) == ("completed", 1)
-        for n in range(total):
-            out, point, started = await crashed_run(tmp_path / f"crash{n}.db", wf, 0, n)
-            check_crash(ref, out, point, started, f"crash #{n} of {total} at {point}")
-
-    asyncio.run(scenario())
+    ref = check_every_crash_point(tmp_path, "send_then_two_waits.flow", SEND_THEN_TWO_WAITS, 0)
+    assert (ref.status, ref.result) == ("completed", 1)
