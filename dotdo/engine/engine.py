@@ -15,6 +15,7 @@ import functools
 import logging
 import sqlite3
 import time
+import typing
 import uuid
 from pathlib import Path
 from typing import Any, Literal
@@ -97,12 +98,14 @@ class Engine(Hibernation):
         for target in targets:
             if isinstance(target, WorkflowDef):
                 self._add(target)
+                _trust_types_of(target.owner or type(None), target.fn)
             elif hasattr(target, "owner") and hasattr(target, "workflows"):
                 self.register(target.owner)  # a loaded .flow module
             elif isinstance(target, type) and issubclass(target, DO):
                 self._classes[target.__name__] = target
                 for wf in target.__dotdo_workflows__.values():
                     self._add(wf)
+                _trust_types_of(target)
             else:
                 raise TypeError(f"cannot register {target!r}: expected a DO class or workflow")
         return self
@@ -570,6 +573,32 @@ class Engine(Hibernation):
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id!r} is still running after {timeout}s")
             await asyncio.sleep(0.005)
+
+
+def _trust_types_of(cls: type, *functions: Any) -> None:
+    """Tell serde which data classes this app's rows and answers may name: those its
+    annotations use (workflows, steps, entity methods, `State`), and the already-imported
+    ones of its own package. Decoding a row then never needs to import anything."""
+    if cls is not type(None) and cls.__module__ != "builtins":
+        serde.trust_package(cls.__module__)
+    found: list[Any] = [getattr(cls, "State", None)]
+    members = [
+        v for klass in cls.__mro__ if klass not in (DO, object) for v in vars(klass).values()
+    ]
+    for member in [*members, *functions]:
+        wrapped = getattr(member, "fn", None)  # a step or workflow wrapper: its function
+        fn = getattr(wrapped or member, "__func__", wrapped or member)
+        if not callable(fn) or isinstance(fn, type):
+            continue
+        module = getattr(fn, "__module__", None)
+        if wrapped is not None and isinstance(module, str):
+            serde.trust_package(module)  # a .flow step's module, allowed by its sandbox
+        hints = getattr(member, "type_hints", None)
+        try:
+            found.extend((hints() if callable(hints) else typing.get_type_hints(fn)).values())
+        except Exception:  # an unresolvable annotation: its types must come from elsewhere
+            continue
+    serde.register_types(*found)
 
 
 def _source_of(wf: WorkflowDef[Any]) -> str:

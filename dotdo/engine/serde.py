@@ -10,17 +10,29 @@ never ambiguous. Exceptions must always be storable (a failing step has to be re
 it raised), so an exception that cannot be rebuilt comes back as `RemoteError` instead of
 failing the read. Encoding runs at every checkpoint, so plain JSON data takes a short
 exact-type check path and the per-class work for everything else is done once per class.
+
+Decoding is where trust matters: stored rows and network messages are data written by
+someone else (docs/security.md). So decoding never imports a module and never rebuilds a
+function, a class or a module. A stored class name resolves only to a *data class* (a
+pydantic model, a dataclass, an enum or an exception) that this process already knows:
+one it encoded itself, one an annotation of the registered app names (`register_types`),
+dotdo's own, or (for rows, not for network messages) one defined in an already-imported
+module of a package the app registered (`trust_package`). An exception that is not an
+`Exception` (KeyboardInterrupt, SystemExit, CancelledError) or whose class is unknown comes
+back as `RemoteError`, keeping its type name and message.
 """
 
 from __future__ import annotations
 
 import base64
+import builtins
 import dataclasses
-import importlib
 import inspect
 import json
+import sys
 import threading
 import types
+import typing
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import date, datetime, time, timedelta
@@ -41,7 +53,9 @@ __all__ = [
     "dumps",
     "encode",
     "loads",
+    "register_types",
     "resolve_class",
+    "trust_package",
 ]
 
 JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
@@ -68,24 +82,89 @@ def class_path(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def resolve_class(path: str) -> type | None:
-    """The class stored under `path`, or None when this process cannot find it."""
+_TRUSTED_PACKAGES: set[str] = {"dotdo"}
+"""Top-level packages whose already-imported data classes a stored row may name."""
+
+
+def _is_data_class(obj: object) -> bool:
+    """The kinds a decode may rebuild: values, never behaviour."""
+    if not isinstance(obj, type):
+        return False
+    if issubclass(obj, BaseException):
+        return issubclass(obj, Exception)
+    return issubclass(obj, BaseModel | Enum) or dataclasses.is_dataclass(obj)
+
+
+def _register(cls: type) -> None:
+    _CLASSES[class_path(cls)] = cls
+
+
+def register_types(*annotations: object) -> None:
+    """Make the data classes that these annotations name (through generics, model fields and
+    dataclass fields) decodable here, from rows and from the network alike.
+
+    The engine calls this for every class it registers, so a fresh process can rebuild the
+    models its workflows take and return without importing anything a row names.
+    """
+    seen: set[int] = set()
+    todo: list[object] = list(annotations)
+    while todo:
+        item = todo.pop()
+        if id(item) in seen or item is None or isinstance(item, str):
+            continue
+        seen.add(id(item))
+        todo.extend(typing.get_args(item))
+        if not _is_data_class(item):
+            continue
+        assert isinstance(item, type)
+        _register(item)
+        if issubclass(item, BaseModel):
+            todo.extend(f.annotation for f in item.model_fields.values())
+        elif dataclasses.is_dataclass(item):
+            try:
+                todo.extend(typing.get_type_hints(item).values())
+            except Exception:  # unresolvable forward references: take what is concrete
+                todo.extend(f.type for f in dataclasses.fields(item))
+
+
+def trust_package(module_name: str) -> None:
+    """Let stored rows name data classes of `module_name`'s top-level package (the app's own
+    code), once that code has been imported by the app; decoding still imports nothing."""
+    top = module_name.partition(".")[0]
+    if top:
+        _TRUSTED_PACKAGES.add(top)
+
+
+def resolve_class(path: str, *, wire: bool = False) -> type | None:
+    """The data class stored under `path`, or None when it is not one this process may
+    rebuild (see the module docstring). Never imports a module."""
     found = _CLASSES.get(path)
     if found is not None:
         return found
     module_name, _, qualname = path.partition(":")
     if not module_name or not qualname or "<locals>" in qualname:
         return None
-    try:
-        obj: object = importlib.import_module(module_name)
-        for name in qualname.split("."):
-            obj = getattr(obj, name)
-    except Exception:
+    if module_name == "builtins":
+        obj = getattr(builtins, qualname, None)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            _register(obj)
+            return obj
         return None
-    if not isinstance(obj, type):
+    if wire or module_name.partition(".")[0] not in _TRUSTED_PACKAGES:
         return None
-    _CLASSES[path] = obj
-    return obj
+    module = sys.modules.get(module_name)
+    if module is None:
+        return None
+    target: object = module
+    for name in qualname.split("."):
+        if name.startswith("_"):
+            return None
+        target = getattr(target, name, None)
+    if not _is_data_class(target) or class_path(target) != path:  # type: ignore[arg-type]
+        return None
+    assert isinstance(target, type)
+    _register(target)
+    return target
 
 
 def encode(value: object) -> JSONValue:
@@ -99,9 +178,15 @@ def encode(value: object) -> JSONValue:
         raise SerializationError("value is nested too deeply or contains a cycle") from None
 
 
-def decode(data: JSONValue) -> object:
-    """The value that `encode` turned into `data`."""
-    return _dec(data)
+def decode(data: JSONValue, *, wire: bool = False) -> object:
+    """The value that `encode` turned into `data`.
+
+    `wire=True` for what arrived over the network: only classes registered here decode.
+    """
+    try:
+        return _dec(data, wire)
+    except RecursionError:
+        raise SerializationError("stored value is nested too deeply") from None
 
 
 _json_encode = json.JSONEncoder(
@@ -115,13 +200,15 @@ def dumps(value: object) -> str:
     return _json_encode(encode(value))  # encode leaves no nan/inf for allow_nan to trip on
 
 
-def loads(text: str) -> object:
+def loads(text: str, *, wire: bool = False) -> object:
     """The value that `dumps` turned into `text`."""
     try:
         data = _json_decode(text)
     except ValueError as exc:
         raise SerializationError(f"stored text is not valid JSON: {exc}") from exc
-    return _dec(data)
+    except RecursionError:
+        raise SerializationError("stored text is nested too deeply") from None
+    return decode(data, wire=wire)
 
 
 def coerce(value: object, annotation: object) -> object:
@@ -205,7 +292,8 @@ def _sorted(items: set[Any] | frozenset[Any]) -> list[Any]:
 def _encoder_for(t: type) -> _Encoder:
     """Build the encoder for a class outside the fixed table, registering it for decoding."""
     path = class_path(t)
-    _CLASSES[path] = t
+    if _is_data_class(t):
+        _CLASSES[path] = t  # the app uses it: its rows and answers may name it
     if issubclass(t, Enum):
         return lambda v: {"$t": "enum", "cls": path, "v": _enc(v.value)}
     if issubclass(t, BaseException):
@@ -215,10 +303,17 @@ def _encoder_for(t: type) -> _Encoder:
     if dataclasses.is_dataclass(t):
         names = tuple(f.name for f in dataclasses.fields(t) if f.init)
         return lambda v: {"$t": "dataclass", "cls": path, "v": _enc_fields(v, names)}
-    if issubclass(t, type):
-        return _enc_class
-    if t in (types.FunctionType, types.BuiltinFunctionType):
-        return _enc_function
+    if issubclass(t, type) or t in _BEHAVIOUR:
+        what = "a module" if t is types.ModuleType else "a class" if issubclass(t, type) else None
+
+        def behaviour(v: Any) -> JSONValue:
+            kind = what or "a function"
+            raise _Unstorable(
+                f"cannot store {kind} ({getattr(v, '__qualname__', v)!r}): stored values are "
+                "data, never code; keep its name and look it up instead"
+            )
+
+        return behaviour
 
     def unsupported(v: Any) -> JSONValue:
         raise _Unstorable(f"cannot store a value of type {t.__qualname__}")
@@ -226,30 +321,19 @@ def _encoder_for(t: type) -> _Encoder:
     return unsupported
 
 
-def _enc_class(cls: type) -> JSONValue:
-    """A class is stored by reference (its import path), like pickle does."""
-    path = class_path(cls)
-    _CLASSES[path] = cls
-    return {"$t": "class", "cls": path}
-
-
-def _enc_function(fn: Any) -> JSONValue:
-    """A module-level function is stored by reference; code defined inline cannot be."""
-    qualname = getattr(fn, "__qualname__", "")
-    if "<locals>" in qualname or "<lambda>" in qualname:
-        raise _Unstorable(
-            "cannot store a lambda or a function defined inside another function; "
-            "define it at module level"
-        )
-    return {"$t": "func", "cls": f"{fn.__module__}:{qualname}"}
-
-
-def _dec_ref(path: str) -> object:
-    module, _, qualname = path.partition(":")
-    found: object = importlib.import_module(module)
-    for part in qualname.split("."):
-        found = getattr(found, part)
-    return found
+_BEHAVIOUR = frozenset(
+    {
+        types.FunctionType,
+        types.BuiltinFunctionType,
+        types.MethodType,
+        types.BuiltinMethodType,
+        types.ModuleType,
+        types.LambdaType,
+        types.CodeType,
+        types.MethodWrapperType,
+        types.WrapperDescriptorType,
+    }
+)
 
 
 def _enc_fields(obj: object, names: tuple[str, ...]) -> JSONValue:
@@ -304,81 +388,92 @@ _ENCODERS: dict[type, _Encoder] = {  # exact type -> encoder; _enc adds one per 
     PurePosixPath: lambda v: {"$t": "path", "v": str(v), "cls": "PurePosixPath"},
     PureWindowsPath: lambda v: {"$t": "path", "v": str(v), "cls": "PureWindowsPath"},
     range: lambda v: {"$t": "range", "v": [v.start, v.stop, v.step]},
-    types.ModuleType: lambda v: {"$t": "module", "v": v.__name__},
 }
 
 
 # --- decoding -------------------------------------------------------------------------------
 
 
-def _dec(d: Any) -> object:
+def _dec(d: Any, wire: bool) -> object:
     t = type(d)
     if t is dict:
-        kind = d.get("$t")
-        if kind is None:
-            return {k: _dec(x) for k, x in d.items()}
-        decoder = _DECODERS.get(kind)
+        if "$t" not in d:
+            return {k: _dec(x, wire) for k, x in d.items()}
+        kind = d["$t"]
+        decoder = _DECODERS.get(kind) if type(kind) is str else None
         if decoder is None:
             raise SerializationError(f"unknown stored kind {kind!r}")
         try:
-            return decoder(d)
-        except SerializationError:
+            return decoder(d, wire)
+        except (SerializationError, RecursionError):
             raise
         except Exception as exc:  # stored data that no longer fits the code (or was edited)
-            where = f" {d['cls']}" if "cls" in d else ""
+            where = f" {d['cls']}" if isinstance(d.get("cls"), str) else ""
             raise SerializationError(f"cannot rebuild a stored {kind}{where}: {exc}") from exc
     if t is list:
-        return [_dec(x) for x in d]
+        return [_dec(x, wire) for x in d]
     return d
 
 
-def _need(d: dict[str, Any], base: type | None) -> Any:
+def _need(d: dict[str, Any], base: type | None, wire: bool) -> Any:
     """The class a stored enum, model or dataclass names (base None means any dataclass)."""
-    cls = resolve_class(d["cls"])
+    path = d["cls"]
+    cls = resolve_class(path, wire=wire) if isinstance(path, str) else None
     if cls is None or not (
         dataclasses.is_dataclass(cls) if base is None else issubclass(cls, base)
     ):
-        raise SerializationError(f"cannot find class {d['cls']!r} to rebuild a stored {d['$t']}")
+        raise SerializationError(
+            f"cannot rebuild a stored {d['$t']} of class {path!r}: it is not a data class "
+            "this app registered"
+        )
     return cls
 
 
-def _dec_exc(d: dict[str, Any]) -> object:
+def _dec_exc(d: dict[str, Any], wire: bool) -> object:
     path, msg, args = d["cls"], d["msg"], d["args"]
-    cls = None if args is None else resolve_class(path)
-    if cls is not None and issubclass(cls, BaseException):
+    if not isinstance(path, str):
+        raise SerializationError("a stored exception has no class name")
+    msg = msg if isinstance(msg, str) else repr(msg)
+    cls = None if args is None else resolve_class(path, wire=wire)
+    if cls is not None and issubclass(cls, Exception):
         try:
-            decoded = _dec(args)
+            decoded = _dec(args, wire)
             if isinstance(decoded, list):
                 return cls(*decoded)
-        except Exception:  # missing classes inside the args, or a constructor that disagrees
+        except Exception:  # unknown classes inside the args, or a constructor that disagrees
             pass
     return RemoteError(path, msg)
+
+
+def _dec_dataclass(d: dict[str, Any], wire: bool) -> object:
+    cls = _need(d, None, wire)
+    fields = d["v"]
+    if not isinstance(fields, dict):
+        raise SerializationError(f"a stored dataclass {d['cls']} has no fields object")
+    return cls(**{k: _dec(x, wire) for k, x in fields.items()})
 
 
 _PURE_PATHS: dict[str, type[PurePath]] = {
     "PurePosixPath": PurePosixPath,
     "PureWindowsPath": PureWindowsPath,
 }
-_DECODERS: dict[str, Callable[[dict[str, Any]], object]] = {
-    "tuple": lambda d: tuple([_dec(x) for x in d["v"]]),
-    "set": lambda d: {_dec(x) for x in d["v"]},
-    "frozenset": lambda d: frozenset([_dec(x) for x in d["v"]]),
-    "dict": lambda d: {_dec(k): _dec(x) for k, x in d["v"]},
-    "float": lambda d: float(d["v"]),
-    "bytes": lambda d: base64.b64decode(d["v"]),
-    "datetime": lambda d: datetime.fromisoformat(d["v"]),
-    "date": lambda d: date.fromisoformat(d["v"]),
-    "time": lambda d: time.fromisoformat(d["v"]),
-    "timedelta": lambda d: timedelta(*d["v"]),
-    "decimal": lambda d: Decimal(d["v"]),
-    "uuid": lambda d: uuid.UUID(d["v"]),
-    "path": lambda d: _PURE_PATHS.get(d.get("cls", ""), Path)(d["v"]),
-    "enum": lambda d: _need(d, Enum)(_dec(d["v"])),
-    "model": lambda d: _need(d, BaseModel).model_validate(_dec(d["v"])),
-    "dataclass": lambda d: _need(d, None)(**{k: _dec(x) for k, x in d["v"].items()}),
+_DECODERS: dict[str, Callable[[dict[str, Any], bool], object]] = {
+    "tuple": lambda d, w: tuple([_dec(x, w) for x in d["v"]]),
+    "set": lambda d, w: {_dec(x, w) for x in d["v"]},
+    "frozenset": lambda d, w: frozenset([_dec(x, w) for x in d["v"]]),
+    "dict": lambda d, w: {_dec(k, w): _dec(x, w) for k, x in d["v"]},
+    "float": lambda d, w: float(d["v"]),
+    "bytes": lambda d, w: base64.b64decode(d["v"], validate=True),
+    "datetime": lambda d, w: datetime.fromisoformat(d["v"]),
+    "date": lambda d, w: date.fromisoformat(d["v"]),
+    "time": lambda d, w: time.fromisoformat(d["v"]),
+    "timedelta": lambda d, w: timedelta(*d["v"]),
+    "decimal": lambda d, w: Decimal(d["v"]),
+    "uuid": lambda d, w: uuid.UUID(d["v"]),
+    "path": lambda d, w: _PURE_PATHS.get(d.get("cls", ""), Path)(d["v"]),
+    "enum": lambda d, w: _need(d, Enum, w)(_dec(d["v"], w)),
+    "model": lambda d, w: _need(d, BaseModel, w).model_validate(_dec(d["v"], w)),
+    "dataclass": _dec_dataclass,
     "exc": _dec_exc,
-    "range": lambda d: range(*d["v"]),
-    "module": lambda d: importlib.import_module(d["v"]),
-    "class": lambda d: _CLASSES.get(d["cls"]) or _dec_ref(d["cls"]),
-    "func": lambda d: _dec_ref(d["cls"]),
+    "range": lambda d, w: range(*d["v"]),
 }
