@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -39,6 +40,16 @@ def parse_result(stdout: str) -> dict[str, Any]:
             assert isinstance(value, dict)
             return value
     raise ValueError("the worker printed no result line")
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this whole process so far, in seconds.
+
+    RUSAGE_SELF sums every thread of the process, so SQLite's work in aiosqlite's worker
+    thread and any background thread a library runs (DBOS's queue poller) is counted too.
+    """
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def fresh_dir(base: str | None, label: str) -> Path:
@@ -75,13 +86,20 @@ def worker_args(description: str) -> argparse.Namespace:
     return parser.parse_args()
 
 
-def sqlite_commit_rate(base: str | None, commits: int = 500) -> float:
-    """Single-row commits per second with WAL + synchronous=FULL: the fsync floor here."""
+def sqlite_commit_rate(base: str | None, commits: int = 1000) -> float:
+    """The fsync limit: one-row transactions per second, WAL + synchronous=FULL.
+
+    A raw loop on Python's sqlite3, one INSERT of one 100-byte row per transaction, each
+    committed (and so fsynced) before the next begins. A workload that commits once per
+    step cannot go faster than this on the same disk at the same moment.
+    """
     directory = fresh_dir(base, "calibrate")
     try:
         conn = sqlite3.connect(directory / "raw.db", isolation_level=None)
-        conn.execute("PRAGMA journal_mode = WAL")
+        (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
         conn.execute("PRAGMA synchronous = FULL")
+        (sync,) = conn.execute("PRAGMA synchronous").fetchone()
+        assert mode == "wal" and sync == 2, f"calibration runs journal={mode} synchronous={sync}"
         conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
         started = time.perf_counter()
         for _ in range(commits):
@@ -89,7 +107,9 @@ def sqlite_commit_rate(base: str | None, commits: int = 500) -> float:
             conn.execute("INSERT INTO t(body) VALUES (?)", ("x" * 100,))
             conn.execute("COMMIT")
         elapsed = time.perf_counter() - started
+        (rows,) = conn.execute("SELECT COUNT(*) FROM t").fetchone()
         conn.close()
+        assert rows == commits
         return commits / elapsed
     finally:
         shutil.rmtree(directory, ignore_errors=True)

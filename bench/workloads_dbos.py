@@ -30,6 +30,7 @@ from _common import (
     CRASH_ENV,
     CRASH_EXIT,
     RESUME_RUN_ID,
+    cpu_seconds,
     emit,
     fresh_dir,
     median,
@@ -38,7 +39,8 @@ from _common import (
 from dbos import DBOS, DBOSConfig, SetWorkflowID
 
 NOOP_CALLS = 0
-MARKS: list[float] = []
+MARKS: list[tuple[float, float]] = []
+"""(perf_counter(), cpu_seconds()) at the start of each `mark` step body."""
 STARTS: list[float] = []
 """perf_counter() each time the body of `resumable` begins (on recovery: the replay's start)."""
 MARKED = threading.Event()
@@ -61,7 +63,7 @@ async def gate() -> int:
 
 @DBOS.step()
 async def mark() -> int:
-    MARKS.append(time.perf_counter())
+    MARKS.append((time.perf_counter(), cpu_seconds()))
     MARKED.set()
     return 0
 
@@ -112,22 +114,22 @@ def completed_steps(db: Path) -> int:
         conn.close()
 
 
-async def throughput_once(runs: int, steps: int) -> float:
-    started = time.perf_counter()
+async def throughput_once(runs: int, steps: int) -> tuple[float, float]:
+    cpu0, started = cpu_seconds(), time.perf_counter()
     handles = await asyncio.gather(*(DBOS.start_workflow_async(chain, steps) for _ in range(runs)))
     results = await asyncio.gather(*(h.get_result() for h in handles))
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu0
     assert results == [steps] * runs
-    return elapsed
+    return elapsed, cpu
 
 
-async def sequential_once(runs: int, steps: int) -> float:
-    started = time.perf_counter()
+async def sequential_once(runs: int, steps: int) -> tuple[float, float]:
+    cpu0, started = cpu_seconds(), time.perf_counter()
     handle = await DBOS.start_workflow_async(chain, steps)
     result = await handle.get_result()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu0
     assert result == steps
-    return elapsed
+    return elapsed, cpu
 
 
 def repeat(kind: str, args: Any) -> None:
@@ -141,12 +143,17 @@ def repeat(kind: str, args: Any) -> None:
             prepare(db, args.journal)
             launch(db)
             try:
-                elapsed = asyncio.run(once(runs, args.steps))
+                elapsed, cpu = asyncio.run(once(runs, args.steps))
             finally:
                 DBOS.destroy()
             durable = completed_steps(db)
             assert durable == runs * args.steps, f"{durable} steps recorded"
-            return {"seconds": elapsed, "steps_per_s": runs * args.steps / elapsed}
+            return {
+                "seconds": elapsed,
+                "steps_per_s": runs * args.steps / elapsed,
+                "cpu_seconds": cpu,
+                "cpu_us_per_step": cpu / (runs * args.steps) * 1e6,
+            }
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 
@@ -183,7 +190,7 @@ def resume_measure(db: Path, history: int) -> dict[str, Any]:
     internal queue, polled about once a second: `dispatch_ms` is launch -> the workflow body
     starting again, `replay_ms` is that start -> `mark` (the part that grows with history).
     """
-    started = time.perf_counter()
+    cpu0, started = cpu_seconds(), time.perf_counter()
     launch(db)
     opened = time.perf_counter()
     try:
@@ -194,10 +201,11 @@ def resume_measure(db: Path, history: int) -> dict[str, Any]:
         DBOS.destroy()
     assert result == history
     return {
-        "next_step_ms": (MARKS[0] - started) * 1000,
+        "next_step_ms": (MARKS[0][0] - started) * 1000,
         "open_ms": (opened - started) * 1000,
+        "cpu_ms": (MARKS[0][1] - cpu0) * 1000,
         "dispatch_ms": (STARTS[0] - started) * 1000,
-        "replay_ms": (MARKS[0] - STARTS[0]) * 1000,
+        "replay_ms": (MARKS[0][0] - STARTS[0]) * 1000,
         "replayed_steps": NOOP_CALLS,
         "history": history,
     }

@@ -23,6 +23,7 @@ from _common import (
     CRASH_ENV,
     CRASH_EXIT,
     RESUME_RUN_ID,
+    cpu_seconds,
     emit,
     fresh_dir,
     median,
@@ -34,8 +35,8 @@ from dotdo import DO, Engine, step, workflow
 
 NOOP_CALLS = 0
 """How many times a `noop` body ran in this process (a resumed run must not re-run any)."""
-MARKS: list[float] = []
-"""perf_counter() at the start of each `mark` step body."""
+MARKS: list[tuple[float, float]] = []
+"""(perf_counter(), cpu_seconds()) at the start of each `mark` step body."""
 MARKED: asyncio.Event | None = None
 
 
@@ -56,7 +57,7 @@ class Bench(DO):
     @step
     async def mark(self) -> int:
         """Runs only once `gate` is durably recorded: its start time ends the resume timing."""
-        MARKS.append(time.perf_counter())
+        MARKS.append((time.perf_counter(), cpu_seconds()))
         if MARKED is not None:
             MARKED.set()
         return 0
@@ -91,10 +92,10 @@ async def throughput_once(db: Path, runs: int, steps: int) -> dict[str, Any]:
     engine.register(Bench)
     async with engine:
         b0, c0 = engine.store.batches, engine.store.committed
-        started = time.perf_counter()
+        cpu0, started = cpu_seconds(), time.perf_counter()
         handles = await asyncio.gather(*(engine.start(Bench.chain, steps) for _ in range(runs)))
         results = await asyncio.gather(*(h.result() for h in handles))
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu0
         batches = engine.store.batches - b0
         committed = engine.store.committed - c0
     assert results == [steps] * runs, "a run returned the wrong value"
@@ -103,6 +104,8 @@ async def throughput_once(db: Path, runs: int, steps: int) -> dict[str, Any]:
     return {
         "seconds": elapsed,
         "steps_per_s": runs * steps / elapsed,
+        "cpu_seconds": cpu,
+        "cpu_us_per_step": cpu / (runs * steps) * 1e6,
         "batches": batches,
         "committed": committed,
         "checkpoints_per_txn": committed / batches if batches else 0.0,
@@ -114,10 +117,10 @@ async def sequential_once(db: Path, runs: int, steps: int) -> dict[str, Any]:
     engine.register(Bench)
     async with engine:
         b0, c0 = engine.store.batches, engine.store.committed
-        started = time.perf_counter()
+        cpu0, started = cpu_seconds(), time.perf_counter()
         handle = await engine.start(Bench.chain, steps)
         result = await handle.result()
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu0
         batches = engine.store.batches - b0
         committed = engine.store.committed - c0
     assert result == steps
@@ -126,6 +129,8 @@ async def sequential_once(db: Path, runs: int, steps: int) -> dict[str, Any]:
     return {
         "seconds": elapsed,
         "steps_per_s": steps / elapsed,
+        "cpu_seconds": cpu,
+        "cpu_us_per_step": cpu / steps * 1e6,
         "batches": batches,
         "committed": committed,
         "checkpoints_per_txn": committed / batches if batches else 0.0,
@@ -186,7 +191,7 @@ async def resume_measure(db: Path, history: int) -> dict[str, Any]:
     """
     global MARKED
     MARKED = asyncio.Event()
-    started = time.perf_counter()
+    cpu0, started = cpu_seconds(), time.perf_counter()
     engine = Engine(db)
     engine.register(Bench)
     await engine.open()
@@ -207,8 +212,9 @@ async def resume_measure(db: Path, history: int) -> dict[str, Any]:
     finally:
         conn.close()
     return {
-        "next_step_ms": (MARKS[0] - started) * 1000,
+        "next_step_ms": (MARKS[0][0] - started) * 1000,
         "open_ms": (opened - started) * 1000,
+        "cpu_ms": (MARKS[0][1] - cpu0) * 1000,
         "replayed_steps": NOOP_CALLS,
         "history": history,
         "state_bytes": state_bytes,
