@@ -34,6 +34,7 @@ demo: $(STAMP) graphviz
 	bash examples/demo_cli.sh
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py
 
 clean:
