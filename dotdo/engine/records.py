@@ -12,17 +12,49 @@ from pydantic import BaseModel, ConfigDict
 from dotdo.engine import serde
 from dotdo.errors import SerializationError
 
-__all__ = ["RunInfo", "StepRecord"]
+__all__ = ["RunInfo", "StepRecord", "readable"]
 
 
-def _value(text: str | None) -> Any:
-    """A stored value, typed when its class is importable here, else the raw JSON."""
+def readable(text: str | None) -> Any:
+    """A stored value for reading it: typed where this process knows the classes, and, part
+    by part, the stored JSON where it does not (a model of an app not loaded here, a row
+    written by someone else). Never imports anything, never fails on valid JSON."""
     if text is None:
         return None
     try:
         return serde.loads(text)
     except SerializationError:
-        return json.loads(text)
+        pass
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+    try:
+        return _partly(data)
+    except RecursionError:
+        return data
+
+
+def _partly(data: Any) -> Any:
+    if isinstance(data, list):
+        return [_partly(x) for x in data]
+    if not isinstance(data, dict):
+        return data
+    if "$t" in data:
+        try:
+            return serde.decode(data)
+        except SerializationError:
+            pass
+        cls = serde.resolve_class(data["cls"]) if isinstance(data.get("cls"), str) else None
+        if data["$t"] == "model" and isinstance(cls, type) and issubclass(cls, BaseModel):
+            try:  # a known model holding unknown values: keep the model, show those raw
+                return cls.model_validate(_partly(data.get("v")))
+            except ValueError:
+                pass
+    return {k: _partly(x) for k, x in data.items()}
+
+
+_value = readable
 
 
 def _time(value: float | None) -> datetime | None:
