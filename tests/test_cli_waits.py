@@ -110,7 +110,8 @@ def test_a_decision_without_app_leaves_the_run_due_for_a_worker(db: Path) -> Non
     assert last.returncode == 0, last.stderr
     assert last.stdout.splitlines() == [
         "approval po-5/po_approval approved by director",
-        "run po-5 is due; a worker with its code resumes it (`dotdo worker --app MODULE|FILE.flow`)",
+        "run po-5 is due; a worker with its code resumes it "
+        "(`dotdo worker --app MODULE|FILE.flow`)",
     ]
     assert "waiting" in dotdo(db, "status", "po-5").stdout
     # Another app does not hold the run's code: still left to a worker, and said so.
