@@ -126,15 +126,13 @@ _TOO_DEEP = object()
 
 
 def _depth(value: Any) -> int:
-    """How deeply lists and objects nest in `value`, without recursing."""
-    deepest, todo = 0, [(value, 0)]
+    """How many lists and objects nest in `value` (`[]` is 1), without recursing."""
+    deepest, todo = 0, [(value, 1)]
     while todo:
         item, level = todo.pop()
-        deepest = max(deepest, level)
-        if isinstance(item, dict):
-            todo.extend((v, level + 1) for v in item.values())
-        elif isinstance(item, list):
-            todo.extend((v, level + 1) for v in item)
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            todo.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
     return deepest
 
 
