@@ -447,14 +447,14 @@ class Hibernation(RunDriver):
         self._kick.set()
         return event_id
 
-    async def settle(self, *, timeout: float = 60.0) -> None:
+    async def settle(self, *, timeout: float | None = None) -> None:
         """Deliver the events sent so far to the runs and handlers registered here, then
         wait until this engine advances no run (each has finished or waits): how a short
         process (`dotdo send --app`) drives on what its event woke or started."""
         await self._dispatch()
-        deadline = time.monotonic() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         while self._active:
-            if time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"runs still in flight after {timeout}s: {sorted(self._active)}")
             await asyncio.sleep(0.005)
 
