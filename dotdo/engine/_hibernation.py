@@ -342,19 +342,14 @@ class Hibernation(RunDriver):
                 (run_id,),
             )
             for approval_id, body in rows:
-                approval = parse_approval(body)
-                if approval is None:  # not an approval at all: withdraw the row regardless
-                    await conn.execute(
-                        "UPDATE approvals SET status = 'withdrawn', approver = NULL, "
-                        "updated_at = ? WHERE id = ?",
-                        (self.clock.now(), approval_id),
-                    )
-                    continue
-                approval.status = "withdrawn"
+                approval = parse_approval(body)  # None: not an approval; withdrawn regardless
+                if approval is not None:
+                    approval.status = "withdrawn"
+                    body = serde.dumps(approval)
                 await conn.execute(
                     "UPDATE approvals SET status = 'withdrawn', approver = NULL, body = ?, "
                     "updated_at = ? WHERE id = ?",
-                    (serde.dumps(approval), self.clock.now(), approval_id),
+                    (body, self.clock.now(), approval_id),
                 )
 
         await self.store.write(job)
