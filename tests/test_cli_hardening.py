@@ -23,6 +23,7 @@ from click.testing import CliRunner, Result
 
 import dotdo.cli
 from dotdo import ApprovalError, Engine, InvalidId, RunConflict, StoreError
+from dotdo.testing import CrashAt, SimulatedCrash
 
 TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:
@@ -504,3 +505,32 @@ def test_app_errors_are_one_line(db: Path) -> None:
         ):
             one_line(dotdo_cmd(*command, "--app", app, "--db", db), code=2, contains=contains)
     assert not db.exists()
+
+
+async def test_cancel_with_app_stops_an_orphan_in_this_process(tmp_path: Path) -> None:
+    """With the run's code, `cancel` adopts a run whose process died and stops it itself."""
+    db = tmp_path / "orphan.db"
+    crashed = Engine(db, faults=CrashAt(0, points=("after_step",)), lease_seconds=0.2)
+    async with crashed:
+        await crashed.start(Desk.two, run_id="o1")
+        with pytest.raises(SimulatedCrash):
+            await crashed.wait("o1")
+        tasks = [t for t in asyncio.all_tasks() if t.get_name().startswith("dotdo-run-")]
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+    await asyncio.sleep(0.3)  # the dead engine's lease runs out
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOTDO_")}
+    env["PYTHONPATH"] = str(TESTS)
+    args = ["cancel", "o1", "--app", "cli_app.desk", "--db", str(db)]
+    done = subprocess.run(
+        [sys.executable, "-m", "dotdo.cli", *args],
+        cwd=TESTS,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "run o1 cancelled"
+    async with Engine(db, read_only=True) as reader:
+        assert (await reader.get_run("o1")).status == "cancelled"

@@ -3,6 +3,7 @@ workflow that takes any JSON, an event wait and an event handler."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -27,6 +28,21 @@ class Desk(DO):
     async def listen(self) -> Any:
         event = await self.wait_for_event("Desk.pinged")
         return event.data
+
+    @step
+    async def first(self) -> int:
+        return 1
+
+    @step
+    async def slow(self) -> int:
+        await asyncio.sleep(1.0)
+        return 2
+
+    @workflow
+    async def two(self) -> int:
+        a = await self.first()
+        b = await self.slow()
+        return a + b
 
     @step
     async def note(self, data: Any) -> str:
