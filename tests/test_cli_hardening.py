@@ -534,3 +534,8 @@ async def test_cancel_with_app_stops_an_orphan_in_this_process(tmp_path: Path) -
     assert done.stdout.strip() == "run o1 cancelled"
     async with Engine(db, read_only=True) as reader:
         assert (await reader.get_run("o1")).status == "cancelled"
+
+
+def test_a_huge_error_line_is_cut_short(db: Path) -> None:
+    line = one_line(dotdo_cmd("run", "x" * 100_000 + ":A.b", "--db", db), code=2)
+    assert line.endswith("…") and "cannot import 'xxx" in line

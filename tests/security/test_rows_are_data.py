@@ -485,6 +485,28 @@ def _planted(db: Path, marker: Path) -> str:
     return graph.hash
 
 
+async def test_a_planted_graph_that_does_not_compile_fails_its_run(db: Path, log: Path) -> None:
+    """Without a secret a planted graph is compiled (docs/security.md); if it is not even
+    Python, the run fails with a clear error and the engine goes on."""
+    from dotdo import Graph
+
+    _, body = _pinned(db)
+    block = next(n for n in body["nodes"].values() if n["kind"] == "block")
+    block["code"][0]["src"] = "def (:"
+    graph = Graph.from_json(json.dumps(body))
+    put(
+        db,
+        "INSERT INTO graphs(hash, name, body, created_at) VALUES (?, ?, ?, 0)",
+        (graph.hash, graph.name, graph.to_json()),
+    )
+    put(db, "UPDATE runs SET graph_hash = ? WHERE run_id = 'g1'", (graph.hash,))
+    async with Engine(db).register(guarded_v2.Vault) as engine:
+        await engine.approve("g1/sign", by="boss")
+        info = await engine.wait("g1", timeout=10)
+        assert info.status == "failed" and "cannot be resumed" in str(info.error)
+    assert ran(log) == []
+
+
 @pytest.fixture
 def signed_db(tmp_path: Path, log: Path) -> Path:
     path = tmp_path / "signed.db"
