@@ -54,9 +54,6 @@ def _partly(data: Any) -> Any:
     return {k: _partly(x) for k, x in data.items()}
 
 
-_value = readable
-
-
 def _time(value: float | None) -> datetime | None:
     return datetime.fromtimestamp(value, UTC) if value is not None else None
 
@@ -98,7 +95,7 @@ class RunInfo(BaseModel):
             updated_at=_time(row["updated_at"]),
             wake_at=_time(row["wake_at"]),
             lease_owner=row["lease_owner"],
-            result=_value(row["result"]),
+            result=readable(row["result"]),
             error=_error(row["error"]),
         )
 
@@ -106,7 +103,7 @@ class RunInfo(BaseModel):
 def _error(text: str | None) -> BaseException | None:
     if text is None:
         return None
-    value = _value(text)
+    value = readable(text)
     return value if isinstance(value, BaseException) else RuntimeError(str(value))
 
 
@@ -131,7 +128,7 @@ class StepRecord(BaseModel):
             status=row["status"],
             attempts=row["attempts"],
             seq=row["seq"],
-            value=_value(row["value"]),
+            value=readable(row["value"]),
             error=_error(row["error"]),
             started_at=_time(row["started_at"]),
             finished_at=_time(row["finished_at"]),
