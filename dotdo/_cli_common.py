@@ -1,7 +1,12 @@
-"""Plumbing every `dotdo` command shares: one-line errors, opening an engine, --db.
+"""Plumbing every `dotdo` command shares: one-line errors, opening an engine, --db, --app.
 
 A user mistake becomes one line on stderr (exit 2 for usage errors, 1 for everything else);
 only unexpected errors offer a traceback, and only on request (DOTDO_DEBUG=1).
+
+The CLI imports only what its command line names: the TARGET of `run` and `render`, and each
+`--app` (a module, or a `.flow` file and the modules its `use` lines name). Nothing read
+from the database (a `graphs.module`, a class name in a row) is ever imported; a command that
+must drive a run on is told where its code is with `--app`.
 """
 
 from __future__ import annotations
@@ -9,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import json
 import os
 import sys
 import traceback
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn, TypeVar
@@ -21,6 +27,8 @@ import click
 
 from dotdo._cli_output import debug, describe_error, one_line
 from dotdo.dsl.do import DO
+from dotdo.dsl.flow_runtime import load_flow
+from dotdo.engine._ids import check_id
 from dotdo.engine.engine import Engine
 from dotdo.errors import DotdoError
 
@@ -28,18 +36,28 @@ __all__ = [
     "FAILURE",
     "USAGE",
     "CliError",
+    "app_option",
+    "checked_id",
     "classes_in",
     "cwd_importable",
     "db_option",
     "execute",
     "import_module",
+    "load_apps",
     "opened",
+    "parse_json",
     "selected_db",
 ]
 
 USAGE = 2
 FAILURE = 1
 _DEBUG_HINT = "(run with DOTDO_DEBUG=1 for a traceback)"
+MAX_LINE = 500
+"""An error line longer than this (a pasted 100k-character id, say) is cut short."""
+_F = TypeVar("_F", bound=Callable[..., Any])
+MAX_JSON_DEPTH = 100
+"""Nesting allowed in JSON given on the command line: far beyond any real input, and well
+inside what the encoder, pydantic and the store handle without deep recursion."""
 
 
 class CliError(Exception):
@@ -53,7 +71,10 @@ class CliError(Exception):
 
 
 def fail(message: str, code: int, *, hint: bool = False) -> NoReturn:
-    click.echo(f"error: {one_line(message)}" + (f" {_DEBUG_HINT}" if hint else ""), err=True)
+    line = one_line(message)
+    if len(line) > MAX_LINE:
+        line = line[: MAX_LINE - 1] + "…"
+    click.echo(f"error: {line}" + (f" {_DEBUG_HINT}" if hint else ""), err=True)
     sys.exit(code)
 
 
@@ -77,16 +98,55 @@ def execute(work: Coroutine[Any, Any, int]) -> None:
         sys.exit(code)
 
 
+# ----------------------------------------------------------------- command-line input
+def checked_id(value: str, what: str = "run id") -> str:
+    """An id from the command line, refused in one line (exit 2) when dotdo would refuse it."""
+    try:
+        return check_id(value, what)
+    except DotdoError as exc:
+        raise CliError(str(exc), USAGE) from None
+
+
+def parse_json(text: str, option: str) -> Any:
+    """JSON given on the command line; too deep, too big a number or invalid: one line."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{option} is not valid JSON: {exc}", USAGE) from None
+    except RecursionError:
+        value = _TOO_DEEP
+    except ValueError as exc:  # an integer of more digits than Python converts, say
+        raise CliError(f"{option} is not usable JSON: {exc}", USAGE) from None
+    if value is _TOO_DEEP or _depth(value) > MAX_JSON_DEPTH:
+        raise CliError(f"{option} is nested too deeply (at most {MAX_JSON_DEPTH} levels)", USAGE)
+    return value
+
+
+_TOO_DEEP = object()
+
+
+def _depth(value: Any) -> int:
+    """How many lists and objects nest in `value` (`[]` is 1), without recursing."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, level = todo.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            todo.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 # ----------------------------------------------------------------- importing user code
 def cwd_importable() -> None:
-    """Import from the current directory as `python -m` would: for the target and --app
-    modules, and for stored models that name their class by module when a run is read."""
+    """Import from the current directory as `python -m` would, for the modules the command
+    line names (a target, an --app, a .flow file's `use`); only commands that import call it."""
     here = os.getcwd()
     if here not in sys.path:
         sys.path.insert(0, here)
 
 
 def import_module(name: str) -> ModuleType:
+    cwd_importable()
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
@@ -118,22 +178,41 @@ def classes_in(name: str) -> list[type[DO]]:
     return found
 
 
+def load_apps(names: Iterable[str]) -> list[Any]:
+    """What each `--app` names: the DO classes of a module, or a loaded `.flow` file."""
+    found: list[Any] = []
+    for name in names:
+        if name.endswith(".flow"):
+            if not Path(name).is_file():
+                raise CliError(f"no such file: {name}", USAGE)
+            cwd_importable()  # for the modules its `use` and `import` lines name
+            module: Any = load_flow(name)
+            found += [] if module in found else [module]
+        else:
+            found += [c for c in classes_in(name) if c not in found]
+    return found
+
+
+def app_option(help: str) -> Callable[[_F], _F]:
+    """`--app MODULE|FILE.flow`, repeatable: the code this command may drive runs of."""
+    return click.option("--app", "apps", multiple=True, metavar="MODULE|FILE.flow", help=help)
+
+
 @contextlib.asynccontextmanager
-async def opened(db: Path, *classes: type[DO], existing: bool = False) -> AsyncIterator[Engine]:
+async def opened(
+    db: Path, *targets: Any, existing: bool = False, read_only: bool = False
+) -> AsyncIterator[Engine]:
     """`async with engine`, except that a failing open (a run that cannot be resumed, a bad
     store) still closes what it started; otherwise its SQLite threads keep the process alive.
-    With nothing registered the engine only reads the store and never advances a run."""
-    if existing and not db.exists():
+    `read_only` opens the file `mode=ro`: the engine reads and never writes."""
+    if (existing or read_only) and not db.exists():
         raise CliError(f"no dotdo database at {db} (set --db or DOTDO_DB)")
-    engine = Engine(db).register(*classes)
+    engine = Engine(db, read_only=read_only).register(*targets)
     try:
         await engine.open()
         yield engine
     finally:
         await engine.close()
-
-
-_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def db_option(on_group: bool = False) -> Callable[[_F], _F]:

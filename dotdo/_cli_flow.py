@@ -2,7 +2,8 @@
 
 `check` reports every problem of every file, not only the first; `render` draws any workflow,
 Python or `.flow`, from the same graph the engine walks, and with `--run` draws the graph that
-run pinned (not today's code) with its progress on it.
+run pinned (not today's code) with its progress on it: read from the database opened
+read-only, verified against its hash like the engine verifies it, and never compiled.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dotdo._cli_common import (
     FAILURE,
     USAGE,
     CliError,
+    checked_id,
+    cwd_importable,
     db_option,
     execute,
     import_module,
@@ -31,6 +34,7 @@ from dotdo.dsl.do import DO
 from dotdo.dsl.flow_errors import FlowError
 from dotdo.dsl.flow_format import format_file
 from dotdo.dsl.flow_runtime import load_flow
+from dotdo.engine._trust import stored_graph
 
 __all__ = ["check", "fmt", "render_command", "resolve_flow"]
 
@@ -42,8 +46,9 @@ def resolve_flow(target: str) -> tuple[WorkflowDef[Any], type[DO]]:
     path, _, name = target.partition(".flow")
     file = Path(path + ".flow")
     name = name.lstrip(":")
-    if not file.exists():
+    if not file.is_file():
         raise CliError(f"no such file: {file}", USAGE)
+    cwd_importable()  # for the modules its `use` and `import` lines name
     module = load_flow(file)
     if not name:
         if len(module.workflows) != 1:
@@ -75,14 +80,15 @@ def _graph_of(target: str) -> Graph:
 
 async def _overlay(db: Path, run_id: str) -> tuple[Graph, Overlay]:
     """The run's pinned graph and how far it got, read from the store."""
-    async with opened(db, existing=True) as engine:
+    checked_id(run_id)
+    async with opened(db, read_only=True) as engine:
         info = await engine.get_run(run_id)
         journal = await engine.journal(run_id)
         row = await engine.store.fetch_one(
             "SELECT body FROM graphs WHERE hash = ?", (info.graph_hash,)
         )
-    assert row is not None
-    graph = Graph.from_json(row["body"])
+    body = row["body"] if row is not None else None
+    graph = stored_graph(body, info.graph_hash, name=info.workflow, run_id=run_id)
     base = {re.sub(r"(\[\d+\])+$", "", r.key) for r in journal if r.status == "completed"}
     failed_keys = {re.sub(r"(\[\d+\])+$", "", r.key) for r in journal if r.status == "failed"}
     done, failed = set(), set()

@@ -7,9 +7,9 @@ dataclasses), and refusing to print a result that was already stored helps nobod
 are for people: they favour short cells (truncated values, one-line errors) over completeness,
 and user text goes in as `Text` so brackets in it are never read as rich markup.
 
-The CLI reads runs without the user's code, so a stored model or dataclass may name a class
-this process cannot import; `read_run` and `read_runs` then show that value as stored
-instead of failing the whole listing.
+The CLI reads runs without the user's code (and never imports a module a row names), so a
+stored model or dataclass may name a class this process does not know; such a value is
+shown as stored JSON instead of failing the whole listing.
 """
 
 from __future__ import annotations

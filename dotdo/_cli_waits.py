@@ -1,58 +1,64 @@
 """`dotdo approvals | approve | reject | send`: the human and event side of hibernation.
 
-Deciding an approval records the decision first; then, if this process can load the run's
-code (the module the workflow was registered from, stored with its graph), it drives the run
-on to its next wait or its end itself, so no other process is needed. Otherwise the run is
-left due and a worker picks it up.
+Deciding an approval records the decision first. The run's code is never looked up from the
+database (that would import whatever module a row names): with `--app MODULE|FILE.flow`
+naming it, this process drives the run on to its next wait or its end itself; without, the
+run is left due and a worker (`dotdo worker --app ...`) picks it up. `send --app` likewise
+delivers its event here and drives the runs it wakes or starts.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.table import Table
 
-from dotdo._cli_common import USAGE, CliError, db_option, execute, opened, selected_db
-from dotdo._cli_output import console, describe_approval, format_time, to_json
-from dotdo.dsl.do import DO
+from dotdo._cli_common import (
+    USAGE,
+    CliError,
+    app_option,
+    checked_id,
+    db_option,
+    execute,
+    load_apps,
+    opened,
+    parse_json,
+    selected_db,
+)
+from dotdo._cli_output import console, describe_approval, format_time, one_line, to_json
 from dotdo.engine.engine import Engine
 from dotdo.engine.models import Approval
 
 __all__ = ["approvals", "approve", "reject", "send"]
 
 _STATUSES = ("pending", "approved", "rejected", "expired", "all")
+_NO_CODE = "a worker with its code resumes it (`dotdo worker --app MODULE|FILE.flow`)"
 
 
-async def _classes_of_run(engine: Engine, run_id: str) -> list[type[DO]]:
-    """The DO classes of the module a run's workflow came from, if importable here."""
-    row = await engine.store.fetch_one(
-        "SELECT g.module FROM runs r JOIN graphs g ON g.hash = r.graph_hash WHERE r.run_id = ?",
-        (run_id,),
-    )
-    if row is None or not row["module"]:
-        return []
-    try:
-        module = importlib.import_module(row["module"])
-    except Exception:
-        return []
-    return [
-        obj
-        for obj in vars(module).values()
-        if isinstance(obj, type) and issubclass(obj, DO) and obj is not DO
-    ]
+def _approval_id(value: str) -> str:
+    """`RUN/STEP`: the run part follows the run id rules; the whole stays printable."""
+    run_id, slash, key = value.partition("/")
+    checked_id(run_id, "run id of the approval")
+    if not slash or not key or len(key) > 500 or not key.isprintable():
+        raise CliError(f"bad approval id {value[:80]!r}: expected RUN/STEP", USAGE)
+    return value
+
+
+def _approver(value: str) -> str:
+    if not value or len(value) > 200 or not value.isprintable():
+        raise CliError(f"bad --as {value[:80]!r}: one printable name, at most 200", USAGE)
+    return value
 
 
 async def _decide(
-    db: Path, approval_id: str, by: str, reason: str | None, comment: str | None
+    db: Path, approval_id: str, by: str, reason: str | None, comment: str | None, apps: list[str]
 ) -> int:
-    async with opened(db, existing=True) as engine:
-        approval = await engine.get_approval(approval_id)
-        classes = await _classes_of_run(engine, approval.run_id)
-        engine.register(*classes)
+    _approval_id(approval_id)
+    _approver(by)
+    targets = load_apps(apps)
+    async with opened(db, *targets, existing=True) as engine:
         if reason is None:
             decided = await engine.approve(approval_id, by=by, comment=comment)
         else:
@@ -60,20 +66,27 @@ async def _decide(
         click.echo(_decision_line(decided, by))
         if decided.status == "pending":
             return 0
-        if not classes:
-            click.echo(f"run {decided.run_id} is due; a worker with its code resumes it")
+        run = await engine.get_run(decided.run_id)
+        if run.workflow not in engine.workflows:
+            known = " (it is not in --app)" if apps else ""
+            click.echo(f"run {decided.run_id} is due{known}; {_NO_CODE}")
             return 0
-        info = await engine.idle(decided.run_id)
-        if info.status == "completed":
-            click.echo(f"run {info.run_id} completed: {to_json(info.result, indent=None)}")
-        elif info.status == "waiting":
-            waits = [a for a in await engine.approvals() if a.run_id == info.run_id]
-            what = describe_approval(waits[0]) if waits else f"until {format_time(info.wake_at)}"
-            click.echo(f"run {info.run_id} waiting for {what}")
-        else:
-            detail = f": {info.error}" if info.error else ""
-            click.echo(f"run {info.run_id} ended {info.status}{detail}")
+        await _report(engine, decided.run_id)
     return 0
+
+
+async def _report(engine: Engine, run_id: str) -> None:
+    """Drive a run this process can load until it finishes or waits, and say where it is."""
+    info = await engine.idle(run_id)
+    if info.status == "completed":
+        click.echo(f"run {info.run_id} completed: {to_json(info.result, indent=None)}")
+    elif info.status == "waiting":
+        waits = [a for a in await engine.approvals() if a.run_id == info.run_id]
+        what = describe_approval(waits[0]) if waits else f"until {format_time(info.wake_at)}"
+        click.echo(f"run {info.run_id} waiting for {what}")
+    else:
+        detail = f": {one_line(str(info.error))}" if info.error else ""
+        click.echo(f"run {info.run_id} ended {info.status}{detail}")
 
 
 def _decision_line(approval: Approval, by: str) -> str:
@@ -85,7 +98,7 @@ def _decision_line(approval: Approval, by: str) -> str:
 
 
 async def _list(db: Path, approver: str | None, status: str) -> int:
-    async with opened(db, existing=True) as engine:
+    async with opened(db, read_only=True) as engine:
         found = await engine.approvals(
             approver=approver, status=None if status == "all" else status
         )
@@ -106,14 +119,19 @@ async def _list(db: Path, approver: str | None, status: str) -> int:
     return 0
 
 
-async def _send(db: Path, name: str, data: str | None) -> int:
-    try:
-        payload: Any = json.loads(data) if data is not None else None
-    except json.JSONDecodeError as exc:
-        raise CliError(f"--data is not valid JSON: {exc}", USAGE) from None
-    async with opened(db) as engine:
+async def _send(db: Path, name: str, data: str | None, apps: list[str]) -> int:
+    payload: Any = parse_json(data, "--data") if data is not None else None
+    targets = load_apps(apps)
+    async with opened(db, *targets) as engine:
         event_id = await engine.send(name, payload)
-    click.echo(f"event {name} sent (id {event_id})")
+        if not targets:
+            click.echo(
+                f"event {name} sent (id {event_id}); a worker with the code of its waiting runs "
+                "and handlers delivers it (`dotdo worker --app MODULE|FILE.flow`)"
+            )
+            return 0
+        await engine.settle()
+    click.echo(f"event {name} sent (id {event_id}) and delivered to the runs of --app")
     return 0
 
 
@@ -130,26 +148,29 @@ def approvals(approver: str | None, status: str) -> None:
 @click.argument("approval_id", metavar="ID")
 @click.option("--as", "by", required=True, metavar="WHO", help="The approver deciding.")
 @click.option("--comment", help="Kept in the approval's audit trail.")
+@app_option("The run's code: drive the run on here (else a worker resumes it).")
 @db_option()
-def approve(approval_id: str, by: str, comment: str | None) -> None:
-    """Approve; the last approver of a chain resumes the run."""
-    execute(_decide(selected_db(), approval_id, by, None, comment))
+def approve(approval_id: str, by: str, comment: str | None, apps: tuple[str, ...]) -> None:
+    """Approve; the last approver of a chain makes the run due (drives it, with --app)."""
+    execute(_decide(selected_db(), approval_id, by, None, comment, list(apps)))
 
 
 @click.command()
 @click.argument("approval_id", metavar="ID")
 @click.option("--as", "by", required=True, metavar="WHO", help="The approver deciding.")
 @click.option("--reason", required=True, help="Why; the workflow sees it.")
+@app_option("The run's code: drive the run on here (else a worker resumes it).")
 @db_option()
-def reject(approval_id: str, by: str, reason: str) -> None:
-    """Reject with a reason; the run resumes with the rejection."""
-    execute(_decide(selected_db(), approval_id, by, reason, reason))
+def reject(approval_id: str, by: str, reason: str, apps: tuple[str, ...]) -> None:
+    """Reject with a reason; the run resumes with the rejection (here, with --app)."""
+    execute(_decide(selected_db(), approval_id, by, reason, reason, list(apps)))
 
 
 @click.command()
 @click.argument("event")
 @click.option("--data", metavar="JSON", help="The event's data as JSON.")
+@app_option("Deliver the event here and drive the runs of this code it wakes or starts.")
 @db_option()
-def send(event: str, data: str | None) -> None:
+def send(event: str, data: str | None, apps: tuple[str, ...]) -> None:
     """Publish EVENT (like Order.placed) to waiting runs and @on handlers."""
-    execute(_send(selected_db(), event, data))
+    execute(_send(selected_db(), event, data, list(apps)))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
 import signal
 import uuid
@@ -25,12 +24,14 @@ from dotdo import __version__
 from dotdo._cli_common import (
     USAGE,
     CliError,
-    classes_in,
-    cwd_importable,
+    app_option,
+    checked_id,
     db_option,
     execute,
     import_module,
+    load_apps,
     opened,
+    parse_json,
     selected_db,
 )
 from dotdo._cli_flow import check, fmt, render_command, resolve_flow
@@ -92,10 +93,7 @@ def _resolve(target: str) -> tuple[WorkflowDef[Any], type[DO]]:
 def _parse_input(text: str | None) -> dict[str, Any]:
     if text is None:
         return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CliError(f"--input is not valid JSON: {exc}", USAGE) from None
+    value = parse_json(text, "--input")
     if not isinstance(value, dict):
         raise CliError(
             "--input must be a JSON object of the workflow's arguments by name, "
@@ -137,14 +135,12 @@ def _bind(wf: WorkflowDef[Any], given: dict[str, Any]) -> tuple[tuple[Any, ...],
 
 # -------------------------------------------------------------------------- commands
 async def _run(db: Path, target: str, text: str | None, run_id: str | None, apps: list[str]) -> int:
+    run_id = uuid.uuid4().hex if run_id is None else checked_id(run_id)
     wf, cls = _resolve(target)
     given = _parse_input(text)
     args, kwargs = _bind(wf, given)
-    classes: list[type[DO]] = [cls]
-    for name in apps:
-        classes += [c for c in classes_in(name) if c not in classes]
-    run_id = run_id or uuid.uuid4().hex
-    async with opened(db, *classes) as engine:
+    targets = [cls, *(t for t in load_apps(apps) if t is not cls)]
+    async with opened(db, *targets) as engine:
         handle = await engine.start(wf, *args, run_id=run_id, **kwargs)
         try:
             info = await engine.idle(run_id)
@@ -162,14 +158,21 @@ async def _run(db: Path, target: str, text: str | None, run_id: str | None, apps
 
 
 async def _waiting_on(engine: Engine, info: RunInfo) -> str:
-    for pending in await engine.approvals(status="pending", limit=10_000):
-        if pending.run_id == info.run_id:
-            return f"for {describe_approval(pending)}"
+    rows = await engine.store.fetch(
+        "SELECT id FROM approvals WHERE run_id = ? AND status = 'pending' ORDER BY created_at",
+        (info.run_id,),
+    )
+    for row in rows:
+        approval = await engine.get_approval(row["id"])
+        if approval.status == "expired":  # its deadline passed; the timer resumes the run
+            return f"for {describe_approval(approval)} (expired: a worker resumes the run)"
+        return f"for {describe_approval(approval)}"
     return f"until {format_time(info.wake_at)}" if info.wake_at else ""
 
 
 async def _status(db: Path, run_id: str) -> int:
-    async with opened(db, existing=True) as engine:
+    checked_id(run_id)
+    async with opened(db, read_only=True) as engine:
         info, journal = await read_run(engine, run_id)
         waits = await _waiting_on(engine, info) if info.status == "waiting" else ""
     render_status(console(), info, journal, waits)
@@ -177,15 +180,22 @@ async def _status(db: Path, run_id: str) -> int:
 
 
 async def _runs(db: Path, status: str | None, workflow: str | None, limit: int) -> int:
-    async with opened(db, existing=True) as engine:
+    async with opened(db, read_only=True) as engine:
         runs = await read_runs(engine, status, workflow, limit)
     render_runs(console(), runs)
     return 0
 
 
-async def _cancel(db: Path, run_id: str) -> int:
-    async with opened(db, existing=True) as engine:
+async def _cancel(db: Path, run_id: str, apps: list[str]) -> int:
+    checked_id(run_id)
+    targets = load_apps(apps)
+    async with opened(db, *targets, existing=True) as engine:
         info = await engine.cancel(run_id)
+        if info.status != "cancelled" and info.lease_owner == engine.owner:
+            # Its code is registered here and this engine was advancing it (an orphan it
+            # recovered on open): it stops at its next step, in this process.
+            with contextlib.suppress(TimeoutError):
+                info = await engine.idle(run_id, timeout=30)
     if info.status == "cancelled":
         click.echo(f"run {run_id} cancelled")
     else:
@@ -197,9 +207,7 @@ async def _cancel(db: Path, run_id: str) -> int:
 
 
 async def _worker(db: Path, apps: list[str]) -> int:
-    classes: list[type[DO]] = []
-    for name in apps:
-        classes += [c for c in classes_in(name) if c not in classes]
+    targets = load_apps(apps)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
@@ -207,7 +215,7 @@ async def _worker(db: Path, apps: list[str]) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
     try:
-        async with opened(db, *classes) as engine:
+        async with opened(db, *targets) as engine:
             count = len(engine.workflows)
             click.echo(
                 f"dotdo worker: {count} workflow{'s' if count != 1 else ''} registered "
@@ -263,7 +271,6 @@ class _Group(click.Group):
 def cli(ctx: click.Context) -> None:
     """Durable workflows from the command line."""
     log_to_stderr(logging.WARNING)
-    cwd_importable()
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
 
@@ -272,9 +279,7 @@ def cli(ctx: click.Context) -> None:
 @click.argument("target")
 @click.option("--input", "input_", metavar="JSON", help="Workflow arguments as a JSON object.")
 @click.option("--run-id", help="Run id; starting the same id again returns that run.")
-@click.option(
-    "--app", "apps", multiple=True, metavar="MODULE", help="Also register this module's DO classes."
-)
+@app_option("Also register this module's DO classes, or this .flow file's workflows.")
 @db_option()
 def run(target: str, input_: str | None, run_id: str | None, apps: tuple[str, ...]) -> None:
     """Start TARGET (module:Class.method) and print its result, or what it waits on."""
@@ -301,19 +306,25 @@ def runs(status_: str | None, workflow: str | None, limit: int) -> None:
 
 @cli.command()
 @click.argument("run_id", metavar="RUN")
+@app_option("The run's code, so this process can stop it itself (see `dotdo approve`).")
 @db_option()
-def cancel(run_id: str) -> None:
+def cancel(run_id: str, apps: tuple[str, ...]) -> None:
     """Cancel a run that has not finished."""
-    execute(_cancel(selected_db(), run_id))
+    execute(_cancel(selected_db(), run_id, list(apps)))
 
 
 @cli.command()
 @click.option(
-    "--app", "apps", multiple=True, required=True, metavar="MODULE", help="Serve its DO classes."
+    "--app",
+    "apps",
+    multiple=True,
+    required=True,
+    metavar="MODULE|FILE.flow",
+    help="Drive the runs of this module's DO classes, or of this .flow file's workflows.",
 )
 @db_option()
 def worker(apps: tuple[str, ...]) -> None:
-    """Resume unfinished runs and fire timers of the DO classes in each --app module."""
+    """Resume unfinished runs, fire timers and schedules, deliver events, for each --app."""
     log_to_stderr(logging.INFO)
     execute(_worker(selected_db(), list(apps)))
 

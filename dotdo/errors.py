@@ -11,9 +11,12 @@ __all__ = [
     "CompensationFailed",
     "CompileError",
     "DotdoError",
+    "GraphIntegrityError",
+    "InvalidId",
     "LeaseLost",
     "PermanentError",
     "RemoteError",
+    "RunConflict",
     "RunFailed",
     "RunNotFound",
     "SerializationError",
@@ -65,6 +68,28 @@ class StoreError(DotdoError):
 
 class RunNotFound(DotdoError):
     """No run with that id exists in the store."""
+
+
+class InvalidId(DotdoError):
+    """A run id or entity id that dotdo refuses: empty, too long, not printable, or shaped
+    like a path (see `docs/security.md`)."""
+
+
+class RunConflict(DotdoError):
+    """A start reuses an existing run id with a different workflow, input or entity id."""
+
+    def __init__(self, message: str, *, run_id: str = "") -> None:
+        self.run_id = run_id
+        super().__init__(message)
+
+
+class GraphIntegrityError(DotdoError):
+    """A stored graph that must not run: its body does not match its hash, it belongs to
+    another workflow, or it lacks a valid signature while the engine has a secret."""
+
+    def __init__(self, message: str, *, graph_hash: str = "") -> None:
+        self.graph_hash = graph_hash
+        super().__init__(message)
 
 
 class UnknownWorkflow(DotdoError):

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`, part two: a purchase order hibernates on a three-level approval chain; the
-# approvers decide from the command line, and the last decision drives the run to its end.
+# approvers decide from the command line, and the last decision, given the run's code with
+# --app, drives the run to its end. (Without --app the CLI records the decision and leaves
+# the run due for `dotdo worker --app examples.purchase`: it never imports code a row names.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DOTDO="${DOTDO:-.venv/bin/dotdo}"
@@ -16,6 +18,6 @@ echo "--- dotdo approvals: what waits on the manager"
 echo "--- dotdo approve, level by level"
 "$DOTDO" approve po-demo/approval --as manager --comment "fits the budget"
 "$DOTDO" approve po-demo/approval --as director
-"$DOTDO" approve po-demo/approval --as vp
+"$DOTDO" approve po-demo/approval --as vp --app examples.purchase
 echo "--- dotdo status"
 "$DOTDO" status po-demo

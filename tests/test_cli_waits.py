@@ -1,4 +1,8 @@
-"""`dotdo approvals | approve | reject | send` through the real command."""
+"""`dotdo approvals | approve | reject | send` through the real command.
+
+A decision drives the run on in the deciding process only when `--app` names the run's code;
+without it the run is left due for a worker (the CLI never imports a module a row names).
+"""
 
 from __future__ import annotations
 
@@ -44,6 +48,9 @@ def start(db: Path, run_id: str, amount: float = 1200) -> None:
     assert f"waiting for approval {run_id}/po_approval" in out.stdout
 
 
+APP = ("--app", "cli_app.purchases")
+
+
 def test_chain_approved_from_the_cli_completes_the_run(db: Path) -> None:
     start(db, "po-1")
     listed = dotdo(db, "approvals", "--as", "manager")
@@ -52,7 +59,7 @@ def test_chain_approved_from_the_cli_completes_the_run(db: Path) -> None:
     first = dotdo(db, "approve", "po-1/po_approval", "--as", "manager", "--comment", "ok")
     assert first.returncode == 0, first.stderr
     assert "now waits on director" in first.stdout
-    second = dotdo(db, "approve", "po-1/po_approval", "--as", "director")
+    second = dotdo(db, "approve", "po-1/po_approval", "--as", "director", *APP)
     assert second.returncode == 0, second.stderr
     assert 'run po-1 completed: {"status":"paid","by":["manager","director"]}' in second.stdout
     status = dotdo(db, "status", "po-1")
@@ -79,7 +86,8 @@ def test_wrong_approver_and_double_decision_are_one_line_errors(db: Path) -> Non
 
 def test_rejection_reason_reaches_the_workflow(db: Path) -> None:
     start(db, "po-3")
-    out = dotdo(db, "reject", "po-3/po_approval", "--as", "manager", "--reason", "over budget")
+    args = ("reject", "po-3/po_approval", "--as", "manager", "--reason", "over budget", *APP)
+    out = dotdo(db, *args)
     assert out.returncode == 0, out.stderr
     assert 'run po-3 completed: {"status":"rejected","reason":"over budget"}' in out.stdout
 
@@ -93,3 +101,22 @@ def test_send_checks_the_event_name_and_json(db: Path) -> None:
     bad_json = dotdo(db, "send", "Order.placed", "--data", "{nope")
     assert bad_json.returncode == 2
     assert "not valid JSON" in bad_json.stderr
+
+
+def test_a_decision_without_app_leaves_the_run_due_for_a_worker(db: Path) -> None:
+    start(db, "po-5")
+    assert dotdo(db, "approve", "po-5/po_approval", "--as", "manager").returncode == 0
+    last = dotdo(db, "approve", "po-5/po_approval", "--as", "director")
+    assert last.returncode == 0, last.stderr
+    assert last.stdout.splitlines() == [
+        "approval po-5/po_approval approved by director",
+        "run po-5 is due; a worker with its code resumes it "
+        "(`dotdo worker --app MODULE|FILE.flow`)",
+    ]
+    assert "waiting" in dotdo(db, "status", "po-5").stdout
+    # Another app does not hold the run's code: still left to a worker, and said so.
+    start(db, "po-6")
+    dotdo(db, "approve", "po-6/po_approval", "--as", "manager")
+    other = dotdo(db, "approve", "po-6/po_approval", "--as", "director", "--app", "cli_app.shop")
+    assert other.returncode == 0, other.stderr
+    assert "run po-6 is due (it is not in --app)" in other.stdout

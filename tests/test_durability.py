@@ -27,6 +27,7 @@ from dotdo import (
     Engine,
     PermanentError,
     RemoteError,
+    RunConflict,
     RunFailed,
     SerializationError,
     StepInterrupted,
@@ -99,8 +100,9 @@ async def test_start_is_idempotent_by_run_id(tmp_path: Path) -> None:
         assert again.run_id == first.run_id == "idem"
         assert await first.result(timeout=5) == 20
         assert await again.result(timeout=5) == 20
-        third = await engine.start(Idem.one, 99, run_id="idem")  # even with other inputs
-        assert await third.result(timeout=5) == 20
+        # Other inputs under the same run id are a conflict, not the old run's result.
+        with pytest.raises(RunConflict, match="run 'idem' already exists with a different input"):
+            await engine.start(Idem.one, 99, run_id="idem")
         assert WORK == [("idem", 1)]
         assert [r.key for r in await engine.journal("idem")] == ["work"]
         assert len(await engine.runs()) == 1

@@ -40,6 +40,8 @@ class ScheduleError(DotdoError):
 
 
 def check_event_name(name: object) -> str:
+    if isinstance(name, str) and len(name) > 200:
+        raise DotdoError(f"bad event name {name[:40]!r}…: at most 200 characters")
     if not isinstance(name, str) or not EVENT_NAME.fullmatch(name):
         raise DotdoError(
             f"bad event name {name!r}: use dotted names of letters, digits and _, "

@@ -9,6 +9,7 @@ point between a decision and the resumed run's next checkpoint loses nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -18,15 +19,22 @@ from typing import Any
 import aiosqlite
 
 from dotdo.compiler.ir import ApprovalNode, CascadeNode, WaitEventNode
-from dotdo.dsl.approvals import request_fields
 from dotdo.dsl.decorators import WorkflowDef
 from dotdo.dsl.triggers import check_event_name, matches
 from dotdo.engine import serde
+from dotdo.engine._approval_rows import (
+    as_seen,
+    is_expired,
+    listing_filter,
+    new_approval,
+    parse_approval,
+)
 from dotdo.engine._driver import RunDriver, _Run
 from dotdo.engine.cascade import HUMAN
 from dotdo.engine.interpreter import Event, Resolved, Suspend, Transition, step_key
 from dotdo.engine.leases import lease_is_free
 from dotdo.engine.models import Approval, Decision, EventRecord
+from dotdo.engine.records import readable
 from dotdo.engine.store import JournalRow
 from dotdo.errors import DotdoError
 
@@ -93,7 +101,7 @@ class Hibernation(RunDriver):
         now = self.clock.now()
         extra: list[tuple[str, tuple[Any, ...]]] = []
         if command.kind == "approval":
-            approval = self._new_approval(run.run_id, command, now)
+            approval = new_approval(_approval_id(run.run_id, command.key), run.run_id, command, now)
             extra.append(
                 (
                     "INSERT INTO approvals(id, run_id, status, approver, deadline, body, "
@@ -133,24 +141,6 @@ class Hibernation(RunDriver):
         if command.kind == "event":
             await self._poke(run.run_id, command.key)
         return None
-
-    def _new_approval(self, run_id: str, command: Suspend, now: float) -> Approval:
-        fields = request_fields(command.request)
-        amount = fields.get("amount")
-        return Approval(
-            id=_approval_id(run_id, command.key),
-            run_id=run_id,
-            status="pending",
-            type=str(fields.get("type", "approval")),
-            title=str(fields.get("title", "")),
-            amount=float(amount) if amount is not None else None,
-            requested_by=fields.get("requested_by"),
-            approvers=list(fields["approvers"]),
-            deadline=_time(command.until),
-            priority=str(fields.get("priority", "normal")),
-            extra=fields.get("extra", {}),
-            created_at=_time(now),
-        )
 
     async def _subscribe(
         self,
@@ -222,7 +212,7 @@ class Hibernation(RunDriver):
         kind, key = wait
         now = self.clock.now()
         if kind == "approval":
-            approval = await self.get_approval(_approval_id(run.run_id, key), missing_ok=True)
+            approval = await self._stored_approval(_approval_id(run.run_id, key))
             if approval is None:
                 return None
             if approval.status == "pending":
@@ -305,35 +295,40 @@ class Hibernation(RunDriver):
         return False
 
     # --------------------------------------------------------------- approvals
-    async def get_approval(self, approval_id: str, *, missing_ok: bool = False) -> Any:
+    async def _stored_approval(self, approval_id: str) -> Approval | None:
+        """The approval as its row says (pending even past its deadline), or None."""
         row = await self.store.fetch_one("SELECT body FROM approvals WHERE id = ?", (approval_id,))
         if row is None:
+            return None
+        approval = parse_approval(row["body"])
+        if approval is None:
+            raise ApprovalError(f"approval {approval_id!r} is stored in a form dotdo cannot read")
+        return approval
+
+    async def get_approval(self, approval_id: str, *, missing_ok: bool = False) -> Any:
+        """An approval as of now: pending past its deadline reads as expired."""
+        approval = await self._stored_approval(approval_id)
+        if approval is None:
             if missing_ok:
                 return None
             raise ApprovalError(f"no approval with id {approval_id!r}")
-        approval = serde.loads(row["body"])
-        assert isinstance(approval, Approval)
-        return approval
+        return as_seen(approval, self.clock.now())
 
     async def approvals(
         self, *, approver: str | None = None, status: str | None = "pending", limit: int = 100
     ) -> list[Approval]:
-        """Approvals, oldest first. With `approver` and pending status: those waiting on them."""
-        clauses, params = [], []
-        if status:
-            clauses.append("status = ?")
-            params.append(status)
-        if approver and status == "pending":
-            clauses.append("approver = ?")
-            params.append(approver)
+        """Approvals, oldest first. With `approver` and pending status: those waiting on them.
+        Status is as of now: a pending approval past its deadline is listed as expired."""
+        now = self.clock.now()
+        clauses, params = listing_filter(status, approver, now)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         by_membership = bool(approver) and status != "pending"
         rows = await self.store.fetch(
             f"SELECT body FROM approvals {where} ORDER BY created_at, id LIMIT ?",
             (*params, -1 if by_membership else limit),
         )
-        found = [serde.loads(r["body"]) for r in rows]
-        out = [a for a in found if isinstance(a, Approval)]
+        found = [parse_approval(r["body"]) for r in rows]
+        out = [as_seen(a, now) for a in found if a is not None]
         if by_membership:
             out = [a for a in out if approver in a.approvers][:limit]
         return out
@@ -347,13 +342,14 @@ class Hibernation(RunDriver):
                 (run_id,),
             )
             for approval_id, body in rows:
-                approval = serde.loads(body)
-                assert isinstance(approval, Approval)
-                approval.status = "withdrawn"
+                approval = parse_approval(body)  # None: not an approval; withdrawn regardless
+                if approval is not None:
+                    approval.status = "withdrawn"
+                    body = serde.dumps(approval)
                 await conn.execute(
                     "UPDATE approvals SET status = 'withdrawn', approver = NULL, body = ?, "
                     "updated_at = ? WHERE id = ?",
-                    (serde.dumps(approval), self.clock.now(), approval_id),
+                    (body, self.clock.now(), approval_id),
                 )
 
         await self.store.write(job)
@@ -383,12 +379,17 @@ class Hibernation(RunDriver):
             )
             if not rows:
                 raise ApprovalError(f"no approval with id {approval_id!r}")
-            approval = serde.loads(rows[0][0])
-            assert isinstance(approval, Approval)
+            approval = parse_approval(rows[0][0])
+            if approval is None:
+                raise ApprovalError(
+                    f"approval {approval_id!r} is stored in a form dotdo cannot read"
+                )
+            if is_expired(approval, now):
+                raise ApprovalError(
+                    f"approval {approval_id!r} is already expired (its deadline passed)"
+                )
             if approval.status != "pending":
                 raise ApprovalError(f"approval {approval_id!r} is already {approval.status}")
-            if approval.deadline is not None and now >= approval.deadline.timestamp():
-                raise ApprovalError(f"approval {approval_id!r} is past its deadline")
             turn = approval.approvers[approval.level]
             if by != turn:
                 raise ApprovalError(
@@ -440,6 +441,17 @@ class Hibernation(RunDriver):
         event_id = await self.store.write(job)
         self._kick.set()
         return event_id
+
+    async def settle(self, *, timeout: float | None = None) -> None:
+        """Deliver the events sent so far to the runs and handlers registered here, then
+        wait until this engine advances no run (each has finished or waits): how a short
+        process (`dotdo send --app`) drives on what its event woke or started."""
+        await self._dispatch()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._active:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"runs still in flight after {timeout}s: {sorted(self._active)}")
+            await asyncio.sleep(0.005)
 
     async def _dispatch(self) -> None:
         """Deliver new events to waiting runs and start `@on` handlers, exactly once each."""
@@ -569,10 +581,12 @@ class Hibernation(RunDriver):
 
 
 def _event(row: Any) -> EventRecord:
+    # Data as stored JSON where its classes are unknown here: one unreadable row must not
+    # stop the delivery of every event behind it.
     return EventRecord(
         id=row[0],
         name=row[1],
-        data=serde.loads(row[2]),
+        data=readable(row[2]),
         run_id=row[3],
         created_at=_time(row[4]),
     )

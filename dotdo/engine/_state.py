@@ -83,8 +83,20 @@ def encode_state(state: RunState, graph: Graph, live: frozenset[str] | None = No
 
 
 def decode_state(text: str, node: str) -> RunState:
+    """A stored run state; a row of any other shape is a SerializationError, never a crash
+    of whatever loop is reading it."""
+    try:
+        return _decode_state(text, node)
+    except SerializationError:
+        raise
+    except (ValueError, TypeError, KeyError, NameError, AttributeError, RecursionError) as exc:
+        raise SerializationError(f"stored run state is malformed ({type(exc).__name__})") from None
+
+
+def _decode_state(text: str, node: str) -> RunState:
     body = json.loads(text)
-    assert isinstance(body, dict)
+    if not isinstance(body, dict) or not isinstance(body.get("frame"), dict):
+        raise TypeError("not a state object")
     frame = Frame({k: serde.decode(v) for k, v in body["frame"].items()})
     for name, first in body.get("aliases", {}).items():
         frame[name] = frame[first]
@@ -94,10 +106,16 @@ def decode_state(text: str, node: str) -> RunState:
     return RunState(
         node=node,
         frame=frame,
-        attempt=body.get("attempt", 0),
+        attempt=_int(body.get("attempt", 0)),
         comp=comp,
         compensating=error if isinstance(error, BaseException) else None,
     )
+
+
+def _int(value: Any) -> int:
+    if type(value) is not int or value < 0:
+        raise TypeError("attempt is not a count")
+    return value
 
 
 def dump_error(error: BaseException | None) -> str | None:

@@ -15,7 +15,6 @@ import functools
 import logging
 import sqlite3
 import time
-import typing
 import uuid
 from pathlib import Path
 from typing import Any, Literal
@@ -23,13 +22,24 @@ from typing import Any, Literal
 import aiosqlite
 
 from dotdo.compiler.codegen import Frame, Program
-from dotdo.compiler.ir import Graph
 from dotdo.dsl.decorators import WorkflowDef
 from dotdo.dsl.do import DO
 from dotdo.engine import serde
+from dotdo.engine._dbfile import is_read_only_error
 from dotdo.engine._driver import FaultHook, _Run
 from dotdo.engine._hibernation import Hibernation
+from dotdo.engine._ids import check_id
+from dotdo.engine._starts import NewRun, create_run
 from dotdo.engine._state import bind_inputs, decode_state, encode_state
+from dotdo.engine._trust import (
+    check_mac,
+    check_state,
+    mac_key,
+    secret_bytes,
+    source_of,
+    stored_graph,
+    trust_types_of,
+)
 from dotdo.engine.clock import Clock, SystemClock
 from dotdo.engine.handle import RunHandle
 from dotdo.engine.interpreter import Event, Resume, RunState, TimerFired
@@ -38,6 +48,7 @@ from dotdo.engine.records import RunInfo, StepRecord
 from dotdo.engine.store import Store
 from dotdo.errors import (
     DotdoError,
+    GraphIntegrityError,
     RunNotFound,
     SerializationError,
     StoreError,
@@ -54,6 +65,10 @@ class Engine(Hibernation):
 
     `Engine()` uses ./dotdo.db. Register DO classes, then `async with engine:` opens the store,
     recovers unfinished runs and runs timers until the block ends.
+
+    `secret` (default: $DOTDO_SECRET) signs the graphs this engine stores and makes it refuse
+    stored graphs without a valid signature (docs/security.md). `read_only=True` opens the
+    database only to read it (`mode=ro`): no recovery, no timers, and every write raises.
     """
 
     def __init__(
@@ -67,6 +82,8 @@ class Engine(Hibernation):
         poll_seconds: float = 0.1,
         shutdown_grace: float = 10.0,
         busy_timeout: float = 5.0,
+        secret: str | bytes | None = None,
+        read_only: bool = False,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise StoreError(f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}")
@@ -79,6 +96,9 @@ class Engine(Hibernation):
         self.poll_seconds = poll_seconds
         self.shutdown_grace = shutdown_grace
         self.owner = new_owner()
+        self.read_only = read_only
+        self._secret = secret_bytes(secret)
+        self._signed: set[str] = set()
         self._workflows: dict[str, WorkflowDef[Any]] = {}
         self._classes: dict[str, type[DO]] = {}
         self._store: Store | None = None
@@ -98,14 +118,14 @@ class Engine(Hibernation):
         for target in targets:
             if isinstance(target, WorkflowDef):
                 self._add(target)
-                _trust_types_of(target.owner or type(None), target.fn)
+                trust_types_of(target.owner or type(None), target.fn)
             elif hasattr(target, "owner") and hasattr(target, "workflows"):
                 self.register(target.owner)  # a loaded .flow module
             elif isinstance(target, type) and issubclass(target, DO):
                 self._classes[target.__name__] = target
                 for wf in target.__dotdo_workflows__.values():
                     self._add(wf)
-                _trust_types_of(target)
+                trust_types_of(target)
             else:
                 raise TypeError(f"cannot register {target!r}: expected a DO class or workflow")
         return self
@@ -144,6 +164,7 @@ class Engine(Hibernation):
             synchronous=self.synchronous,
             commit_hook=self._commit_hook if self.faults else None,
             busy_timeout=self.busy_timeout,
+            read_only=self.read_only,
         )
         try:
             await self._store.open()
@@ -151,6 +172,8 @@ class Engine(Hibernation):
             self._store = None  # nothing to close: the store cleaned up after itself
             release_owner(self.owner)
             raise
+        if self.read_only:
+            return  # a reader: nothing to recover, no timers to run
         self.clock.subscribe(self._kick.set)
         try:
             await self.recover()
@@ -161,6 +184,8 @@ class Engine(Hibernation):
             store, self._store = self._store, None
             await store.abandon(exc)
             release_owner(self.owner)
+            if isinstance(exc, sqlite3.OperationalError) and is_read_only_error(exc):
+                raise StoreError(f"{self.path} is read-only: {exc}") from None
             raise
         self._background = [
             asyncio.create_task(self._timer_loop(), name="dotdo-timers"),
@@ -187,7 +212,8 @@ class Engine(Hibernation):
         store, self._store = self._store, None
         if self._crashed is None:
             with contextlib.suppress(Exception):
-                await store.write(functools.partial(release_all, owner=self.owner))
+                if not self.read_only:  # a reader holds no lease
+                    await store.write(functools.partial(release_all, owner=self.owner))
             await store.close()
         else:
             # The task that ran _crash (the timer loop, say) may have been cancelled above
@@ -234,59 +260,41 @@ class Engine(Hibernation):
         entity_id: str | None = None,
         **kwargs: Any,
     ) -> RunHandle:
-        """Start a run, or return the existing one with this `run_id` (idempotent)."""
+        """Start a run, or return the existing one with this `run_id` (idempotent: the same
+        workflow, input and entity; anything else raises RunConflict)."""
         wf = self.workflow(workflow) if isinstance(workflow, str) else workflow
+        run_id = uuid.uuid4().hex if run_id is None else check_id(run_id, "run id")
+        if entity_id is not None:
+            check_id(entity_id, "entity id")
         if wf.qualname not in self._workflows:
             self.register(wf)
         inputs = bind_inputs(wf, args, kwargs)
-        run_id = run_id or uuid.uuid4().hex
-        entity_id = entity_id or run_id
         graph = wf.graph
         frame = Frame(inputs)
         state = RunState(node=graph.start, frame=frame)
-        state_json = encode_state(state, graph)
-        input_json = serde.dumps(inputs)
-        now = self.clock.now()
-
-        graph_row = (graph.hash, graph.name, graph.to_json(), now, _source_of(wf))
-        run_row = (
-            run_id,
-            wf.qualname,
-            graph.hash,
-            entity_id,
-            graph.start,
-            state_json,
-            input_json,
-            self.owner,
-            time.time() + self.lease_seconds,
-            now,
-            now,
+        new = NewRun(
+            run_id=run_id,
+            workflow=wf.qualname,
+            entity_id=entity_id or run_id,
+            entity_given=entity_id is not None,
+            graph=graph,
+            graph_body=graph.to_json(),
+            source=source_of(wf),
+            node=graph.start,
+            state=encode_state(state, graph),
+            input=serde.dumps(inputs),
+            owner=self.owner,
+            lease_until=time.time() + self.lease_seconds,
+            now=self.clock.now(),
+            secret=self._secret,
+            sign=self._secret is not None and graph.hash not in self._signed,
         )
-
-        def create(conn: sqlite3.Connection) -> bool:
-            # Runs on the writer thread inside the group transaction: no extra thread hops,
-            # so many concurrent starts cost one transaction.
-            conn.execute(
-                "INSERT INTO graphs(hash, name, body, created_at, module) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(hash) DO NOTHING",
-                graph_row,
-            )
-            inserted = conn.execute(
-                "INSERT INTO runs(run_id, workflow, graph_hash, entity_id, status, node, state, "
-                "input, lease_owner, lease_until, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(run_id) DO NOTHING",
-                run_row,
-            ).rowcount
-            if inserted:
-                return True
-            owner = conn.execute("SELECT workflow FROM runs WHERE run_id = ?", (run_id,))
-            existing = owner.fetchone()[0]
-            if existing != wf.qualname:
-                raise DotdoError(f"run id {run_id!r} already belongs to workflow {existing!r}")
-            return False
-
-        created = await self.store.write_on_thread(create)
+        # On the writer thread inside the group transaction: no extra thread hops, so many
+        # concurrent starts cost one transaction.
+        created = await self.store.write_on_thread(functools.partial(create_run, new=new))
+        if new.sign:
+            self._signed.add(graph.hash)
+        entity_id = new.entity_id
         if created:
             instance = self._instance(wf, entity_id, run_id)
             run = _Run(run_id, wf, wf.program(), state, instance, 0)
@@ -342,12 +350,17 @@ class Engine(Hibernation):
             return
         try:
             await self._load_and_drive(run_id)
-        except (DotdoError, ValueError, TypeError, KeyError) as exc:
-            # Its stored state or graph does not fit this code (a renamed class, say): fail
-            # it with a clear error rather than let it stall the runs behind it.
+        except (DotdoError, ValueError, TypeError, KeyError, SyntaxError) as exc:
+            # Its stored state or graph does not fit this code (a renamed class, say), or was
+            # tampered with: fail it with a clear error rather than let it stall the runs
+            # behind it (and never run a graph that did not verify).
             log.error("cannot resume run %s: %s", run_id, exc)
             self._unloadable.add(run_id)
-            error = SerializationError(f"run {run_id!r} cannot be resumed by this code: {exc}")
+            error: DotdoError = (
+                exc
+                if isinstance(exc, GraphIntegrityError)
+                else SerializationError(f"run {run_id!r} cannot be resumed by this code: {exc}")
+            )
             await self.store.execute(
                 "UPDATE runs SET status = 'failed', error = ?, lease_owner = NULL, "
                 "lease_until = NULL, wake_at = NULL, updated_at = ? WHERE run_id = ? "
@@ -361,8 +374,9 @@ class Engine(Hibernation):
         if row is None or row["status"] != "running":
             return
         wf = self.workflow(row["workflow"])
-        program = await self._program_for(wf, row["graph_hash"])
+        program = await self._program_for(wf, row["graph_hash"], run_id)
         state = decode_state(row["state"], row["node"])
+        check_state(state, program.graph, run_id)
         instance = self._instance(wf, row["entity_id"], run_id)
         run = _Run(run_id, wf, program, state, instance, row["steps_done"])
         wake_at = row["wake_at"]
@@ -381,14 +395,20 @@ class Engine(Hibernation):
             event = TimerFired()
         self._spawn(run, event, recovered=True)
 
-    async def _program_for(self, wf: WorkflowDef[Any], graph_hash: str) -> Program:
-        """The program a run pinned: today's graph if unchanged, else the stored one."""
+    async def _program_for(self, wf: WorkflowDef[Any], graph_hash: str, run_id: str) -> Program:
+        """The program a run pinned: today's graph if unchanged, else the stored one, only
+        once verified against its hash, its workflow and (with a secret) its signature."""
         if wf.graph.hash == graph_hash:
             return wf.program()
         row = await self.store.fetch_one("SELECT body FROM graphs WHERE hash = ?", (graph_hash,))
-        if row is None:
-            raise StoreError(f"graph {graph_hash} of a run is missing from the store")
-        return wf.program(Graph.from_json(row["body"]))
+        body = row["body"] if row is not None else None
+        graph = stored_graph(body, graph_hash, name=wf.graph.name, run_id=run_id)
+        if self._secret is not None:
+            mac = await self.store.fetch_one(
+                "SELECT value FROM meta WHERE key = ?", (mac_key(graph_hash),)
+            )
+            check_mac(self._secret, graph, mac["value"] if mac is not None else None, run_id)
+        return wf.program(graph)
 
     async def _park(self, run: _Run, wake_at: float | None) -> None:
         """Put a claimed run back to sleep (claimed early, or a crash after claiming)."""
@@ -573,36 +593,3 @@ class Engine(Hibernation):
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id!r} is still running after {timeout}s")
             await asyncio.sleep(0.005)
-
-
-def _trust_types_of(cls: type, *functions: Any) -> None:
-    """Tell serde which data classes this app's rows and answers may name: those its
-    annotations use (workflows, steps, entity methods, `State`), and the already-imported
-    ones of its own package. Decoding a row then never needs to import anything."""
-    if cls is not type(None) and cls.__module__ != "builtins":
-        serde.trust_package(cls.__module__)
-    found: list[Any] = [getattr(cls, "State", None)]
-    members = [
-        v for klass in cls.__mro__ if klass not in (DO, object) for v in vars(klass).values()
-    ]
-    for member in [*members, *functions]:
-        wrapped = getattr(member, "fn", None)  # a step or workflow wrapper: its function
-        fn = getattr(wrapped or member, "__func__", wrapped or member)
-        if not callable(fn) or isinstance(fn, type):
-            continue
-        module = getattr(fn, "__module__", None)
-        if wrapped is not None and isinstance(module, str):
-            serde.trust_package(module)  # a .flow step's module, allowed by its sandbox
-        hints = getattr(member, "type_hints", None)
-        try:
-            found.extend((hints() if callable(hints) else typing.get_type_hints(fn)).values())
-        except Exception:  # an unresolvable annotation: its types must come from elsewhere
-            continue
-    serde.register_types(*found)
-
-
-def _source_of(wf: WorkflowDef[Any]) -> str:
-    """Where a process can load this workflow's code from: a module, or a .flow file."""
-    if wf.graph.file.endswith(".flow"):
-        return wf.graph.file
-    return str(wf.fn.__module__)

@@ -12,17 +12,46 @@ from pydantic import BaseModel, ConfigDict
 from dotdo.engine import serde
 from dotdo.errors import SerializationError
 
-__all__ = ["RunInfo", "StepRecord"]
+__all__ = ["RunInfo", "StepRecord", "readable"]
 
 
-def _value(text: str | None) -> Any:
-    """A stored value, typed when its class is importable here, else the raw JSON."""
+def readable(text: str | None) -> Any:
+    """A stored value for reading it: typed where this process knows the classes, and, part
+    by part, the stored JSON where it does not (a model of an app not loaded here, a row
+    written by someone else). Never imports anything, never fails on valid JSON."""
     if text is None:
         return None
     try:
         return serde.loads(text)
     except SerializationError:
-        return json.loads(text)
+        pass
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+    try:
+        return _partly(data)
+    except RecursionError:
+        return data
+
+
+def _partly(data: Any) -> Any:
+    if isinstance(data, list):
+        return [_partly(x) for x in data]
+    if not isinstance(data, dict):
+        return data
+    if "$t" in data:
+        try:
+            return serde.decode(data)
+        except SerializationError:
+            pass
+        cls = serde.resolve_class(data["cls"]) if isinstance(data.get("cls"), str) else None
+        if data["$t"] == "model" and isinstance(cls, type) and issubclass(cls, BaseModel):
+            try:  # a known model holding unknown values: keep the model, show those raw
+                return cls.model_validate(_partly(data.get("v")))
+            except ValueError:
+                pass
+    return {k: _partly(x) for k, x in data.items()}
 
 
 def _time(value: float | None) -> datetime | None:
@@ -66,7 +95,7 @@ class RunInfo(BaseModel):
             updated_at=_time(row["updated_at"]),
             wake_at=_time(row["wake_at"]),
             lease_owner=row["lease_owner"],
-            result=_value(row["result"]),
+            result=readable(row["result"]),
             error=_error(row["error"]),
         )
 
@@ -74,7 +103,7 @@ class RunInfo(BaseModel):
 def _error(text: str | None) -> BaseException | None:
     if text is None:
         return None
-    value = _value(text)
+    value = readable(text)
     return value if isinstance(value, BaseException) else RuntimeError(str(value))
 
 
@@ -99,7 +128,7 @@ class StepRecord(BaseModel):
             status=row["status"],
             attempts=row["attempts"],
             seq=row["seq"],
-            value=_value(row["value"]),
+            value=readable(row["value"]),
             error=_error(row["error"]),
             started_at=_time(row["started_at"]),
             finished_at=_time(row["finished_at"]),

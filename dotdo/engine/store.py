@@ -21,6 +21,7 @@ from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
+from dotdo.engine._dbfile import check_path, connect_read_only, is_read_only_error, read_only_reason
 from dotdo.errors import LeaseLost, StoreError
 
 __all__ = [
@@ -225,6 +226,7 @@ class Store:
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         commit_hook: CommitHook | None = None,
         busy_timeout: float = 5.0,
+        read_only: bool = False,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise StoreError(f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}")
@@ -233,6 +235,8 @@ class Store:
         self.owner = owner
         self.synchronous = synchronous
         self.commit_hook = commit_hook
+        self.read_only = read_only
+        """Only a reader connection opened `mode=ro`: every write raises StoreError."""
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._jobs: list[_Job] = []
@@ -246,6 +250,15 @@ class Store:
 
     # -------------------------------------------------------------- lifecycle
     async def open(self) -> None:
+        check_path(self.path, must_exist=self.read_only)
+        if self.read_only:
+            await self._open_read_only()
+            return
+        reason = read_only_reason(self.path)
+        if reason is not None:
+            raise StoreError(
+                f"{reason}: only commands that read (status, runs, approvals) can use it"
+            )
         try:
             self._writer = await self._connect()
             # Refuse a foreign or newer database before touching it (WAL changes the header).
@@ -260,6 +273,24 @@ class Store:
             await self._close_connections()
             raise
         self._task = asyncio.create_task(self._write_loop(), name="dotdo-store-writer")
+
+    async def _open_read_only(self) -> None:
+        try:
+            self._reader = await connect_read_only(self.path, self.busy_timeout)
+            version = await self._schema_version(self._reader)
+        except sqlite3.DatabaseError as exc:
+            await self._close_connections()
+            raise StoreError(_describe(self.path, exc)) from None
+        except StoreError:
+            await self._close_connections()
+            raise
+        if version != SCHEMA_VERSION:
+            await self._close_connections()
+            what = "is not a dotdo database" if version == 0 else f"has schema version {version}"
+            raise StoreError(
+                f"{self.path} {what}; reading it needs version {SCHEMA_VERSION} "
+                "(a writing command such as `dotdo worker` upgrades it)"
+            )
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
@@ -405,6 +436,8 @@ class Store:
     def _check(self) -> None:
         if self._failed is not None:
             raise self._failed
+        if self.read_only:
+            raise StoreError(f"{self.path} is open read-only: nothing can be written")
         if self._task is None:
             raise StoreError("the store is not open")
 
@@ -525,6 +558,8 @@ def _describe(path: str, exc: sqlite3.DatabaseError) -> str:
         return f"{path} is not a usable database (corrupt or not SQLite): {text}"
     if "locked" in text:
         return f"{path} is locked by another process: {text}"
+    if is_read_only_error(exc):
+        return f"{path} is read-only ({text}): only reading commands can use it"
     if "unable to open" in text:
         return f"cannot open {path}: {text}"
     return f"{path}: {text}"
