@@ -148,6 +148,15 @@ async def current_wait(store: Store, info: RunInfo) -> tuple[Waiting | None, boo
         (row["event"], row["since"], info.run_id),
     )
     in_transit = any(_fits(serde.loads(r["data"]), match) for r in pending)
+    if not in_transit:
+        # The two reads above are not one snapshot: the dispatcher may have handed the wait
+        # its event between them (the event then looks neither open nor pending). A wait's
+        # event only ever goes from none to taken, so a wait still open now had nothing.
+        still = await store.fetch_one(
+            "SELECT 1 FROM waits WHERE run_id = ? AND step_key = ? AND event_id IS NULL",
+            (info.run_id, row["step_key"]),
+        )
+        in_transit = still is None
     return waiting, in_transit
 
 

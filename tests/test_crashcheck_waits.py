@@ -187,3 +187,37 @@ async def test_an_event_sent_but_not_delivered_is_not_sent_again(tmp_path: Path)
         assert waiting is not None and in_transit is True
     finally:
         await store.close()
+
+
+# ------------------------------------------------------------------ read race regression
+class _ScriptedStore:
+    """Answers current_wait's reads as a store would while the dispatcher hands the wait its
+    event between them: the wait reads open, then no event is pending (it was just taken),
+    then the wait reads taken."""
+
+    def __init__(self) -> None:
+        self.reads: list[str] = []
+
+    async def fetch_one(self, sql: str, params: Any = ()) -> Any:
+        self.reads.append(sql)
+        if "FROM approvals" in sql:
+            return None
+        if "SELECT step_key" in sql:
+            return {"step_key": "wait", "event": "paid", "match": '{"order": "o1"}', "since": 0}
+        return None  # the re-read: the wait has its event now
+
+    async def fetch(self, sql: str, params: Any = ()) -> list[Any]:
+        self.reads.append(sql)
+        return []
+
+
+async def test_an_event_delivered_between_the_checkers_reads_is_not_answered_again() -> None:
+    from dotdo._crash_answers import current_wait
+    from dotdo.engine.records import RunInfo
+
+    info = RunInfo.model_construct(run_id="r", status="waiting", wake_at=None)
+    store = _ScriptedStore()
+    waiting, in_transit = await current_wait(store, info)  # type: ignore[arg-type]
+    assert waiting is not None and waiting.key == "wait"
+    assert in_transit, "an event taken between the reads must count as given"
+    assert len(store.reads) == 4
