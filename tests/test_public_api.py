@@ -15,6 +15,7 @@ EXPECTED = {
     "EventRecord",
     "Graph",
     "LeaseLost",
+    "LoopBudgetExceeded",
     "PermanentError",
     "Policy",
     "RemoteError",

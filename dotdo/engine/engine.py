@@ -16,15 +16,20 @@ import logging
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 import aiosqlite
 
 from dotdo.compiler.codegen import Frame, Program
+from dotdo.compiler.flow_sandbox import check_allow_list
 from dotdo.compiler.ir import Graph
+from dotdo.compiler.loop_budget import DEFAULT_LOOP_BUDGET
 from dotdo.dsl.decorators import WorkflowDef
 from dotdo.dsl.do import DO
+from dotdo.dsl.flow_bind import check_allowed
+from dotdo.dsl.flow_runtime import FlowModule, FlowWorkflow, load_flow
 from dotdo.engine import serde
 from dotdo.engine._driver import FaultHook, _Run
 from dotdo.engine._hibernation import Hibernation
@@ -52,7 +57,9 @@ class Engine(Hibernation):
     """An embedded durable-workflow engine over one SQLite file.
 
     `Engine()` uses ./dotdo.db. Register DO classes, then `async with engine:` opens the store,
-    recovers unfinished runs and runs timers until the block ends.
+    recovers unfinished runs and runs timers until the block ends. `flow_modules` lists the
+    modules .flow files may use besides their own project's; `loop_budget` bounds the pure
+    code a run executes between two durable operations (docs/security.md).
     """
 
     def __init__(
@@ -66,9 +73,16 @@ class Engine(Hibernation):
         poll_seconds: float = 0.1,
         shutdown_grace: float = 10.0,
         busy_timeout: float = 5.0,
+        flow_modules: Iterable[str] | None = None,
+        loop_budget: int = DEFAULT_LOOP_BUDGET,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise StoreError(f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}")
+        if type(loop_budget) is not int or loop_budget < 1:
+            raise DotdoError(f"loop_budget must be a positive whole number, not {loop_budget!r}")
+        self.flow_modules = check_allow_list(flow_modules or (), "Engine(flow_modules=...)")
+        """Modules or packages .flow files may use besides their project's (docs/security.md)."""
+        self.loop_budget = loop_budget
         self.busy_timeout = busy_timeout
         self.path = Path(path)
         self.synchronous = synchronous
@@ -100,6 +114,7 @@ class Engine(Hibernation):
             elif hasattr(target, "owner") and hasattr(target, "workflows"):
                 self.register(target.owner)  # a loaded .flow module
             elif isinstance(target, type) and issubclass(target, DO):
+                check_allowed(target, self.flow_modules)  # a .flow's modules, re-checked
                 self._classes[target.__name__] = target
                 for wf in target.__dotdo_workflows__.values():
                     self._add(wf)
@@ -107,7 +122,15 @@ class Engine(Hibernation):
                 raise TypeError(f"cannot register {target!r}: expected a DO class or workflow")
         return self
 
+    def load_flow(self, path: str | Path) -> FlowModule:
+        """Load a `.flow` file with this engine's `flow_modules` allowed, and register it."""
+        module = load_flow(path, flow_modules=self.flow_modules)
+        self.register(module)
+        return module
+
     def _add(self, wf: WorkflowDef[Any]) -> None:
+        if isinstance(wf, FlowWorkflow) and wf.owner is not None:
+            check_allowed(wf.owner, self.flow_modules)
         existing = self._workflows.get(wf.qualname)
         if existing is not None and existing.fn is not wf.fn:
             raise DotdoError(f"two different workflows are named {wf.qualname!r}")
