@@ -20,6 +20,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from dotdo._cli_output import debug, describe_error, one_line
+from dotdo.compiler.flow_sandbox import check_allow_list
 from dotdo.dsl.do import DO
 from dotdo.engine.engine import Engine
 from dotdo.errors import DotdoError
@@ -28,6 +29,7 @@ __all__ = [
     "FAILURE",
     "USAGE",
     "CliError",
+    "allow_option",
     "classes_in",
     "cwd_importable",
     "db_option",
@@ -103,7 +105,15 @@ def import_module(name: str) -> ModuleType:
         raise CliError(f"importing {name!r} failed: {describe_error(exc)}", cause=exc) from None
 
 
-def classes_in(name: str) -> list[type[DO]]:
+def classes_in(name: str, flow_modules: tuple[str, ...] = ()) -> list[type[DO]]:
+    """The DO classes of module `name`, or of the `.flow` file `name` (loaded with the
+    modules in `flow_modules` allowed besides its project's)."""
+    if name.endswith(".flow"):
+        from dotdo.dsl.flow_runtime import load_flow
+
+        if not Path(name).is_file():
+            raise CliError(f"no such file: {name}", USAGE)
+        return [load_flow(name, flow_modules=flow_modules).owner]
     module = import_module(name)
     found = [
         obj
@@ -119,13 +129,15 @@ def classes_in(name: str) -> list[type[DO]]:
 
 
 @contextlib.asynccontextmanager
-async def opened(db: Path, *classes: type[DO], existing: bool = False) -> AsyncIterator[Engine]:
+async def opened(
+    db: Path, *classes: type[DO], existing: bool = False, flow_modules: tuple[str, ...] = ()
+) -> AsyncIterator[Engine]:
     """`async with engine`, except that a failing open (a run that cannot be resumed, a bad
     store) still closes what it started; otherwise its SQLite threads keep the process alive.
     With nothing registered the engine only reads the store and never advances a run."""
     if existing and not db.exists():
         raise CliError(f"no dotdo database at {db} (set --db or DOTDO_DB)")
-    engine = Engine(db).register(*classes)
+    engine = Engine(db, flow_modules=flow_modules).register(*classes)
     try:
         await engine.open()
         yield engine
@@ -152,6 +164,26 @@ def db_option(on_group: bool = False) -> Callable[[_F], _F]:
         expose_value=False,
         callback=remember,
         help="SQLite file of the store (env DOTDO_DB).",
+    )
+
+
+def allow_option() -> Callable[[_F], _F]:
+    """`--allow-module M` (repeatable): a module or package .flow files may use besides
+    their own project's (docs/security.md)."""
+
+    def validate(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> Any:
+        try:
+            return check_allow_list(value, "--allow-module")
+        except DotdoError as exc:
+            raise click.BadParameter(str(exc).removeprefix("--allow-module: ")) from None
+
+    return click.option(
+        "--allow-module",
+        "allow_modules",
+        multiple=True,
+        metavar="MODULE",
+        callback=validate,
+        help="Let .flow files use this module or package too (repeatable).",
     )
 
 

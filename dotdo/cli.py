@@ -25,6 +25,7 @@ from dotdo import __version__
 from dotdo._cli_common import (
     USAGE,
     CliError,
+    allow_option,
     classes_in,
     cwd_importable,
     db_option,
@@ -62,9 +63,9 @@ __all__ = ["cli", "main"]
 STATUSES = (*ACTIVE, *FINISHED)
 
 
-def _resolve(target: str) -> tuple[WorkflowDef[Any], type[DO]]:
+def _resolve(target: str, allow: tuple[str, ...]) -> tuple[WorkflowDef[Any], type[DO]]:
     if ".flow" in target:
-        return resolve_flow(target)
+        return resolve_flow(target, allow)
     module_name, _, path = target.partition(":")
     class_path, _, method = path.rpartition(".")
     if not module_name or not class_path or not method:
@@ -136,15 +137,22 @@ def _bind(wf: WorkflowDef[Any], given: dict[str, Any]) -> tuple[tuple[Any, ...],
 
 
 # -------------------------------------------------------------------------- commands
-async def _run(db: Path, target: str, text: str | None, run_id: str | None, apps: list[str]) -> int:
-    wf, cls = _resolve(target)
+async def _run(
+    db: Path,
+    target: str,
+    text: str | None,
+    run_id: str | None,
+    apps: list[str],
+    allow: tuple[str, ...],
+) -> int:
+    wf, cls = _resolve(target, allow)
     given = _parse_input(text)
     args, kwargs = _bind(wf, given)
     classes: list[type[DO]] = [cls]
     for name in apps:
-        classes += [c for c in classes_in(name) if c not in classes]
+        classes += [c for c in classes_in(name, allow) if c not in classes]
     run_id = run_id or uuid.uuid4().hex
-    async with opened(db, *classes) as engine:
+    async with opened(db, *classes, flow_modules=allow) as engine:
         handle = await engine.start(wf, *args, run_id=run_id, **kwargs)
         try:
             info = await engine.idle(run_id)
@@ -196,10 +204,10 @@ async def _cancel(db: Path, run_id: str) -> int:
     return 0
 
 
-async def _worker(db: Path, apps: list[str]) -> int:
+async def _worker(db: Path, apps: list[str], allow: tuple[str, ...]) -> int:
     classes: list[type[DO]] = []
     for name in apps:
-        classes += [c for c in classes_in(name) if c not in classes]
+        classes += [c for c in classes_in(name, allow) if c not in classes]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
@@ -207,7 +215,7 @@ async def _worker(db: Path, apps: list[str]) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
     try:
-        async with opened(db, *classes) as engine:
+        async with opened(db, *classes, flow_modules=allow) as engine:
             count = len(engine.workflows)
             click.echo(
                 f"dotdo worker: {count} workflow{'s' if count != 1 else ''} registered "
@@ -275,10 +283,18 @@ def cli(ctx: click.Context) -> None:
 @click.option(
     "--app", "apps", multiple=True, metavar="MODULE", help="Also register this module's DO classes."
 )
+@allow_option()
 @db_option()
-def run(target: str, input_: str | None, run_id: str | None, apps: tuple[str, ...]) -> None:
-    """Start TARGET (module:Class.method) and print its result, or what it waits on."""
-    execute(_run(selected_db(), target, input_, run_id, list(apps)))
+def run(
+    target: str,
+    input_: str | None,
+    run_id: str | None,
+    apps: tuple[str, ...],
+    allow_modules: tuple[str, ...],
+) -> None:
+    """Start TARGET (module:Class.method or FILE.flow[:name]) and print its result, or what
+    it waits on."""
+    execute(_run(selected_db(), target, input_, run_id, list(apps), allow_modules))
 
 
 @cli.command()
@@ -309,13 +325,19 @@ def cancel(run_id: str) -> None:
 
 @cli.command()
 @click.option(
-    "--app", "apps", multiple=True, required=True, metavar="MODULE", help="Serve its DO classes."
+    "--app",
+    "apps",
+    multiple=True,
+    required=True,
+    metavar="MODULE|FILE.flow",
+    help="Serve its DO classes (or the .flow file's workflows).",
 )
+@allow_option()
 @db_option()
-def worker(apps: tuple[str, ...]) -> None:
+def worker(apps: tuple[str, ...], allow_modules: tuple[str, ...]) -> None:
     """Resume unfinished runs and fire timers of the DO classes in each --app module."""
     log_to_stderr(logging.INFO)
-    execute(_worker(selected_db(), list(apps)))
+    execute(_worker(selected_db(), list(apps), allow_modules))
 
 
 for _command in (approvals, approve, reject, send, check, fmt, render_command, serve):

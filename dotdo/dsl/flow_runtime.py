@@ -37,7 +37,7 @@ from dotdo.dsl.flow_grammar import too_deep
 from dotdo.dsl.triggers import Schedule
 from dotdo.errors import DotdoError
 
-__all__ = ["FlowModule", "FlowStep", "FlowWorkflow", "load_flow", "load_source"]
+__all__ = ["FlowModule", "FlowStep", "FlowWorkflow", "flow_graphs", "load_flow", "load_source"]
 
 
 class FlowStep:
@@ -168,13 +168,7 @@ def load_flow(
     on one engine is harmless, as it is for a Python class.
     """
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise FlowError(
-            [Diagnostic(str(file), 1, 1, f"cannot read the file: {reason}", code="unreadable")]
-        ) from None
+    text = _read(file)
     return load_source(text, str(file.resolve()), flow_modules=flow_modules)
 
 
@@ -199,6 +193,33 @@ def load_source(
     module = _build(env, graphs, live_types, policy)
     _CACHE[key] = module
     return module
+
+
+def _read(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise FlowError(
+            [Diagnostic(str(file), 1, 1, f"cannot read the file: {reason}", code="unreadable")]
+        ) from None
+
+
+def flow_graphs(
+    path: str | os.PathLike[str], *, flow_modules: Iterable[str] | None = None
+) -> dict[str, Graph]:
+    """The graphs of a `.flow` file's workflows, checked and compiled without importing
+    anything (what drawing a diagram needs). Raises FlowError listing every problem."""
+    file = Path(path)
+    text = _read(file)
+    name = str(file.resolve())
+    env = analyze(text, name, flow_modules=flow_modules)
+    if not env.ok:
+        raise FlowError([d for d in env.diagnostics if d.is_error])
+    try:
+        return compile_env(env)
+    except RecursionError:
+        raise FlowError([too_deep(env.text, name)]) from None
 
 
 def _build(
