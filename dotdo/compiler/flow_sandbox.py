@@ -28,7 +28,7 @@ import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib.machinery import PathFinder, SourceFileLoader
+from importlib.machinery import PathFinder
 from pathlib import Path
 
 from dotdo.errors import DotdoError
@@ -188,12 +188,8 @@ def locate(name: str) -> Located | str:
             return f"no module named `{'.'.join(parts[:i])}`"
         spec = found
     origin = spec.origin
-    if (
-        not spec.has_location
-        or origin is None
-        or not isinstance(spec.loader, SourceFileLoader)
-        or not origin.endswith(".py")
-    ):
+    # Any loader that reads a .py file will do (pytest's assertion rewriter is one).
+    if not spec.has_location or origin is None or not origin.endswith(".py"):
         what = "a namespace package" if spec.submodule_search_locations else "not Python source"
         return f"`{name}` is {what}: a flow can only name modules whose source can be read"
     return Located(name, Path(origin), spec.submodule_search_locations is not None)
