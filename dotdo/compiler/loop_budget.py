@@ -34,6 +34,8 @@ class OutOfBudget(BaseException):
 class _Slot(threading.local):
     left: int = DEFAULT_LOOP_BUDGET
     limit: int = DEFAULT_LOOP_BUDGET
+    line: int = 0
+    """The loop that spent the budget: a `finally` loop ticking after it is not the cause."""
 
 
 _slot = _Slot()
@@ -55,4 +57,6 @@ def tick(line: int) -> None:
     left = _slot.left - 1
     _slot.left = left
     if left < 0:
-        raise OutOfBudget(line)
+        if left == -1:
+            _slot.line = line
+        raise OutOfBudget(_slot.line)
