@@ -241,7 +241,7 @@ def advance(
         state.node = _next(node)
     elif isinstance(event, TimerFired) and isinstance(node, SleepNode):
         state.node = _next(node)
-    return _run(program, instance, state, now, sends)
+    return _run(program, instance, state, now, sends, budget)
 
 
 def _next(node: Node) -> str:
@@ -249,12 +249,19 @@ def _next(node: Node) -> str:
 
 
 def _run(
-    program: Program, instance: Any, state: RunState, now: float, sends: list[tuple[str, Any]]
+    program: Program,
+    instance: Any,
+    state: RunState,
+    now: float,
+    sends: list[tuple[str, Any]],
+    budget: int | None = None,
 ) -> Transition:
+    """Run pure code from `state.node` until a command; at most `budget` nodes (by default
+    what this transition was armed with)."""
     nodes = program.graph.nodes
     frame = state.frame
     cells = program.cells
-    visits = loop_budget.limit()
+    visits = loop_budget.limit() if budget is None else budget
     while True:
         visits -= 1
         if visits < 0:
