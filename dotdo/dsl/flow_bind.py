@@ -33,17 +33,41 @@ from dotdo.dsl import flow_ast as A
 from dotdo.dsl.flow_errors import Diagnostic, FlowError
 from dotdo.dsl.flow_grammar import source_line
 
-__all__ = ["FlowOrigin", "bind", "check_allowed"]
+__all__ = ["FlowOrigin", "bind"]
 
 
 @dataclass(frozen=True)
 class FlowOrigin:
-    """Where a loaded flow came from and which modules it reaches (kept on its DO class)."""
+    """Where a loaded flow came from and which modules it reaches. It is kept on the flow's
+    DO class as `__dotdo_flow__`, so an engine can re-check a flow it is handed without
+    knowing about the flow front end."""
 
     path: str
     text: str
     root: Path
     modules: dict[str, UsedModule]
+
+    def check(self, flow_modules: tuple[str, ...]) -> None:
+        """Raise FlowError if an engine allowing `flow_modules` (besides the file's project
+        and its pyproject's list) would not allow a module this flow reaches."""
+        policy = policy_at(self.root, flow_modules)
+        problems: list[Diagnostic] = []
+        for name, used in self.modules.items():
+            why = refusal(name, used.located, policy)
+            if why is not None:
+                problems.append(
+                    Diagnostic(
+                        self.path,
+                        used.pos.line,
+                        used.pos.col,
+                        f"this engine does not allow `{name}`: {why}",
+                        ALLOW_HINT,
+                        source_line(self.text, used.pos.line),
+                        code="not-allowed",
+                    )
+                )
+        if problems:
+            raise FlowError(problems)
 
 
 def _same_file(a: str | os.PathLike[str] | None, b: str | os.PathLike[str]) -> bool:
@@ -206,29 +230,3 @@ def _forbidden(hint: Any, depth: int) -> str | None:
         if found is not None:
             return found
     return None
-
-
-def check_allowed(owner: type, flow_modules: tuple[str, ...]) -> None:
-    """Raise FlowError if the flow behind `owner` (a DO class `load_flow` made) reaches a
-    module an engine with this allow-list does not allow. Other classes pass."""
-    origin = vars(owner).get("__dotdo_flow__")
-    if not isinstance(origin, FlowOrigin):
-        return
-    policy = policy_at(origin.root, flow_modules)
-    problems: list[Diagnostic] = []
-    for name, used in origin.modules.items():
-        why = refusal(name, used.located, policy)
-        if why is not None:
-            problems.append(
-                Diagnostic(
-                    origin.path,
-                    used.pos.line,
-                    used.pos.col,
-                    f"this engine does not allow `{name}`: {why}",
-                    ALLOW_HINT,
-                    source_line(origin.text, used.pos.line),
-                    code="not-allowed",
-                )
-            )
-    if problems:
-        raise FlowError(problems)

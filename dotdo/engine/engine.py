@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiosqlite
 
@@ -28,8 +28,6 @@ from dotdo.compiler.ir import Graph
 from dotdo.compiler.loop_budget import DEFAULT_LOOP_BUDGET
 from dotdo.dsl.decorators import WorkflowDef
 from dotdo.dsl.do import DO
-from dotdo.dsl.flow_bind import check_allowed
-from dotdo.dsl.flow_runtime import FlowModule, FlowWorkflow, load_flow
 from dotdo.engine import serde
 from dotdo.engine._driver import FaultHook, _Run
 from dotdo.engine._hibernation import Hibernation
@@ -47,6 +45,9 @@ from dotdo.errors import (
     StoreError,
     UnknownWorkflow,
 )
+
+if TYPE_CHECKING:
+    from dotdo.dsl.flow_runtime import FlowModule
 
 __all__ = ["Engine", "FaultHook", "RunHandle"]
 
@@ -81,7 +82,6 @@ class Engine(Hibernation):
         if type(loop_budget) is not int or loop_budget < 1:
             raise DotdoError(f"loop_budget must be a positive whole number, not {loop_budget!r}")
         self.flow_modules = check_allow_list(flow_modules or (), "Engine(flow_modules=...)")
-        """Modules or packages .flow files may use besides their project's (docs/security.md)."""
         self.loop_budget = loop_budget
         self.busy_timeout = busy_timeout
         self.path = Path(path)
@@ -114,7 +114,6 @@ class Engine(Hibernation):
             elif hasattr(target, "owner") and hasattr(target, "workflows"):
                 self.register(target.owner)  # a loaded .flow module
             elif isinstance(target, type) and issubclass(target, DO):
-                check_allowed(target, self.flow_modules)  # a .flow's modules, re-checked
                 self._classes[target.__name__] = target
                 for wf in target.__dotdo_workflows__.values():
                     self._add(wf)
@@ -124,13 +123,21 @@ class Engine(Hibernation):
 
     def load_flow(self, path: str | Path) -> FlowModule:
         """Load a `.flow` file with this engine's `flow_modules` allowed, and register it."""
+        from dotdo.dsl.flow_runtime import load_flow  # the flow front end, only when asked
+
         module = load_flow(path, flow_modules=self.flow_modules)
         self.register(module)
         return module
 
+    def _recheck_flow(self, owner: object) -> None:
+        """A DO class made by `load_flow` carries where its flow came from: re-check the
+        modules it reaches against this engine's allow-list (docs/security.md)."""
+        origin = vars(owner).get("__dotdo_flow__") if isinstance(owner, type) else None
+        if origin is not None:
+            origin.check(self.flow_modules)
+
     def _add(self, wf: WorkflowDef[Any]) -> None:
-        if isinstance(wf, FlowWorkflow) and wf.owner is not None:
-            check_allowed(wf.owner, self.flow_modules)
+        self._recheck_flow(getattr(wf, "owner", None))
         existing = self._workflows.get(wf.qualname)
         if existing is not None and existing.fn is not wf.fn:
             raise DotdoError(f"two different workflows are named {wf.qualname!r}")
