@@ -26,6 +26,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from dotdo._cli_output import debug, describe_error, one_line
+from dotdo.compiler.flow_sandbox import check_allow_list
 from dotdo.dsl.do import DO
 from dotdo.dsl.flow_runtime import load_flow
 from dotdo.engine._ids import check_id
@@ -36,6 +37,8 @@ __all__ = [
     "FAILURE",
     "USAGE",
     "CliError",
+    "allow_option",
+    "allowed_modules",
     "app_option",
     "checked_id",
     "classes_in",
@@ -179,35 +182,47 @@ def classes_in(name: str) -> list[type[DO]]:
 
 
 def load_apps(names: Iterable[str]) -> list[Any]:
-    """What each `--app` names: the DO classes of a module, or a loaded `.flow` file."""
+    """What each `--app` names: the DO classes of a module, or a loaded `.flow` file (with
+    the `--allow-module` modules allowed besides its project's)."""
     found: list[Any] = []
     for name in names:
         if name.endswith(".flow"):
             if not Path(name).is_file():
                 raise CliError(f"no such file: {name}", USAGE)
             cwd_importable()  # for the modules its `use` and `import` lines name
-            module: Any = load_flow(name)
+            module: Any = load_flow(name, flow_modules=allowed_modules())
             found += [] if module in found else [module]
         else:
             found += [c for c in classes_in(name) if c not in found]
     return found
 
 
-def app_option(help: str) -> Callable[[_F], _F]:
-    """`--app MODULE|FILE.flow`, repeatable: the code this command may drive runs of."""
-    return click.option("--app", "apps", multiple=True, metavar="MODULE|FILE.flow", help=help)
+def app_option(help: str, *, required: bool = False) -> Callable[[_F], _F]:
+    """`--app MODULE|FILE.flow`, repeatable: the code this command may drive runs of; with
+    it `--allow-module`, for the modules those .flow files may use."""
+    app = click.option(
+        "--app", "apps", multiple=True, required=required, metavar="MODULE|FILE.flow", help=help
+    )
+
+    def both(fn: _F) -> _F:
+        return app(allow_option(expose=False)(fn))
+
+    return both
 
 
 @contextlib.asynccontextmanager
 async def opened(
-    db: Path, *targets: Any, existing: bool = False, read_only: bool = False
+    db: Path,
+    *targets: Any,
+    existing: bool = False,
+    read_only: bool = False,
 ) -> AsyncIterator[Engine]:
     """`async with engine`, except that a failing open (a run that cannot be resumed, a bad
     store) still closes what it started; otherwise its SQLite threads keep the process alive.
     `read_only` opens the file `mode=ro`: the engine reads and never writes."""
     if (existing or read_only) and not db.exists():
         raise CliError(f"no dotdo database at {db} (set --db or DOTDO_DB)")
-    engine = Engine(db, read_only=read_only).register(*targets)
+    engine = Engine(db, read_only=read_only, flow_modules=allowed_modules()).register(*targets)
     try:
         await engine.open()
         yield engine
@@ -232,6 +247,35 @@ def db_option(on_group: bool = False) -> Callable[[_F], _F]:
         callback=remember,
         help="SQLite file of the store (env DOTDO_DB).",
     )
+
+
+def allow_option(*, expose: bool = True) -> Callable[[_F], _F]:
+    """`--allow-module M` (repeatable): a module or package .flow files may use besides
+    their own project's (docs/security.md). Also kept for `allowed_modules()`."""
+
+    def validate(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> Any:
+        try:
+            checked = check_allow_list(value, "--allow-module")
+        except DotdoError as exc:
+            raise click.BadParameter(str(exc).removeprefix("--allow-module: ")) from None
+        ctx.meta["dotdo.allow"] = tuple(checked)
+        return checked
+
+    return click.option(
+        "--allow-module",
+        "allow_modules",
+        multiple=True,
+        metavar="MODULE",
+        callback=validate,
+        expose_value=expose,
+        help="Let .flow files use this module or package too (repeatable).",
+    )
+
+
+def allowed_modules() -> tuple[str, ...]:
+    """The --allow-module values of the running command (none outside a command)."""
+    ctx = click.get_current_context(silent=True)
+    return tuple(ctx.meta.get("dotdo.allow", ())) if ctx is not None else ()
 
 
 def selected_db() -> Path:

@@ -2,8 +2,7 @@
 
 `check` reports every problem of every file, not only the first; `render` draws any workflow,
 Python or `.flow`, from the same graph the engine walks, and with `--run` draws the graph that
-run pinned (not today's code) with its progress on it: read from the database opened
-read-only, verified against its hash like the engine verifies it, and never compiled.
+run pinned (not today's code) with its progress on it.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from dotdo._cli_common import (
     FAILURE,
     USAGE,
     CliError,
+    allow_option,
     checked_id,
     cwd_importable,
     db_option,
@@ -33,7 +33,7 @@ from dotdo.dsl.decorators import WorkflowDef
 from dotdo.dsl.do import DO
 from dotdo.dsl.flow_errors import FlowError
 from dotdo.dsl.flow_format import format_file
-from dotdo.dsl.flow_runtime import load_flow
+from dotdo.dsl.flow_runtime import flow_graphs, load_flow
 from dotdo.engine._trust import stored_graph
 
 __all__ = ["check", "fmt", "render_command", "resolve_flow"]
@@ -41,27 +41,45 @@ __all__ = ["check", "fmt", "render_command", "resolve_flow"]
 _FORMATS = (".svg", ".png", ".pdf", ".dot", ".gv", ".mmd", ".mermaid")
 
 
-def resolve_flow(target: str) -> tuple[WorkflowDef[Any], type[DO]]:
-    """`file.flow` (its only workflow) or `file.flow:name`."""
+def _split(target: str) -> tuple[Path, str]:
     path, _, name = target.partition(".flow")
     file = Path(path + ".flow")
-    name = name.lstrip(":")
     if not file.is_file():
         raise CliError(f"no such file: {file}", USAGE)
+    return file, name.lstrip(":")
+
+
+def _pick(file: Path, name: str, names: list[str]) -> str:
+    if name:
+        return name
+    if len(names) != 1:
+        shown = ", ".join(names) or "none"
+        raise CliError(f"{file} has several workflows ({shown}): use {file}:NAME", USAGE)
+    return names[0]
+
+
+def resolve_flow(
+    target: str, flow_modules: tuple[str, ...] = ()
+) -> tuple[WorkflowDef[Any], type[DO]]:
+    """`file.flow` (its only workflow) or `file.flow:name`, loaded with `flow_modules`
+    allowed besides the file's own project."""
+    file, name = _split(target)
     cwd_importable()  # for the modules its `use` and `import` lines name
-    module = load_flow(file)
-    if not name:
-        if len(module.workflows) != 1:
-            names = ", ".join(module.workflows) or "none"
-            raise CliError(f"{file} has several workflows ({names}): use {file}:NAME", USAGE)
-        name = next(iter(module.workflows))
+    module = load_flow(file, flow_modules=flow_modules)
+    name = _pick(file, name, list(module.workflows))
     return module[name], module.owner
 
 
-def _graph_of(target: str) -> Graph:
+def _graph_of(target: str, flow_modules: tuple[str, ...]) -> Graph:
     if ".flow" in target:
-        wf, _ = resolve_flow(target)
-        return wf.graph
+        # Drawing needs the graph only: compiled from the checked file, nothing imported.
+        file, name = _split(target)
+        graphs = flow_graphs(file, flow_modules=flow_modules)
+        name = _pick(file, name, list(graphs))
+        if name not in graphs:
+            known = ", ".join(graphs) or "none"
+            raise CliError(f"{file} has no workflow {name!r} (it has: {known})", USAGE)
+        return graphs[name]
     module_name, _, path = target.partition(":")
     class_path, _, method = path.rpartition(".")
     if not module_name or not class_path:
@@ -106,21 +124,23 @@ async def _overlay(db: Path, run_id: str) -> tuple[Graph, Overlay]:
     return graph, overlay
 
 
-async def _render(db: Path, target: str, out: Path, run_id: str | None) -> int:
+async def _render(
+    db: Path, target: str, out: Path, run_id: str | None, flow_modules: tuple[str, ...]
+) -> int:
     if out.suffix.lower() not in _FORMATS:
         raise CliError(f"unknown diagram format {out.suffix!r}: use {', '.join(_FORMATS)}", USAGE)
     overlay = None
     if run_id is not None:
         graph, overlay = await _overlay(db, run_id)
     else:
-        graph = _graph_of(target)
+        graph = _graph_of(target, flow_modules)
     render(graph, out, overlay)
     click.echo(f"wrote {out}")
     return 0
 
 
-async def _check(paths: list[Path]) -> int:
-    diagnostics = check_files(paths)
+async def _check(paths: list[Path], flow_modules: tuple[str, ...]) -> int:
+    diagnostics = check_files(paths, flow_modules=flow_modules)
     for diagnostic in diagnostics:
         click.echo(diagnostic.render(), err=True)
     errors = sum(1 for d in diagnostics if d.is_error)
@@ -148,9 +168,10 @@ async def _fmt(path: Path, write: bool) -> int:
 
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-def check(files: tuple[Path, ...]) -> None:
-    """Check .flow files; reports every error of every file."""
-    execute(_check(list(files)))
+@allow_option()
+def check(files: tuple[Path, ...], allow_modules: tuple[str, ...]) -> None:
+    """Check .flow files; reports every error of every file. Runs none of their modules."""
+    execute(_check(list(files), allow_modules))
 
 
 @click.command()
@@ -172,7 +193,10 @@ def fmt(file: Path, write: bool) -> None:
     help="out.svg, .png, .pdf (need Graphviz), .dot or .mmd",
 )
 @click.option("--run", "run_id", metavar="RUN", help="Draw this run's progress on its graph.")
+@allow_option()
 @db_option()
-def render_command(target: str, out: Path, run_id: str | None) -> None:
+def render_command(
+    target: str, out: Path, run_id: str | None, allow_modules: tuple[str, ...]
+) -> None:
     """Draw TARGET (a .flow file[:name] or module:Class.method) as a diagram."""
-    execute(_render(selected_db(), target, out, run_id))
+    execute(_render(selected_db(), target, out, run_id, allow_modules))

@@ -24,6 +24,7 @@ from dotdo import __version__
 from dotdo._cli_common import (
     USAGE,
     CliError,
+    allowed_modules,
     app_option,
     checked_id,
     db_option,
@@ -65,7 +66,7 @@ STATUSES = (*ACTIVE, *FINISHED)
 
 def _resolve(target: str) -> tuple[WorkflowDef[Any], type[DO]]:
     if ".flow" in target:
-        return resolve_flow(target)
+        return resolve_flow(target, allowed_modules())
     module_name, _, path = target.partition(":")
     class_path, _, method = path.rpartition(".")
     if not module_name or not class_path or not method:
@@ -314,13 +315,9 @@ def cancel(run_id: str, apps: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.option(
-    "--app",
-    "apps",
-    multiple=True,
+@app_option(
+    "Drive the runs of this module's DO classes, or of this .flow file's workflows.",
     required=True,
-    metavar="MODULE|FILE.flow",
-    help="Drive the runs of this module's DO classes, or of this .flow file's workflows.",
 )
 @db_option()
 def worker(apps: tuple[str, ...]) -> None:

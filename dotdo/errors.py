@@ -14,6 +14,7 @@ __all__ = [
     "GraphIntegrityError",
     "InvalidId",
     "LeaseLost",
+    "LoopBudgetExceeded",
     "PermanentError",
     "RemoteError",
     "RunConflict",
@@ -98,6 +99,21 @@ class UnknownWorkflow(DotdoError):
 
 class LeaseLost(DotdoError):
     """Another process owns the run now; this process must stop advancing it."""
+
+
+class LoopBudgetExceeded(DotdoError):
+    """A run executed too much plain code between two durable operations: a loop with no
+    step, sleep, wait or approval on its path (`while true:`) ran past the engine's budget
+    (`Engine(loop_budget=...)`). The message starts with the loop's `file:line`; the run
+    fails (its completed steps are compensated) instead of spinning forever."""
+
+    def __init__(self, message: str, file: str = "", line: int = 0) -> None:
+        super().__init__(message, file, line)
+        self.file = file
+        self.line = line
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class PermanentError(Exception):

@@ -3,9 +3,10 @@
 A program is a nested list of ops, drawn by `programs()`. `render(ops, "flow")` prints it as
 `.flow` text, `render(ops, "py")` as the source of a DO subclass; both walk the ops in the same
 order, so they name the same call sites (`step3`, `book4`, ...) and give the same PLAN of
-outcomes. The steps of both are the functions below: a flow binds them with
-`step work = _flow_programs:work`, the Python twin's methods call them. They record every
-execution in module-level lists that the properties read.
+outcomes. The steps of both are the functions of flow_program_steps (a .flow may bind only
+public modules), re-exported here: a flow binds them with
+`step work = flow_program_steps:work`, the Python twin's methods call them. They record
+every execution in module-level lists that the properties read.
 
 `render(ops, "flow", noise=rng)` also scatters text the formatter must normalise without
 changing meaning (quotes, spacing, redundant parentheses, option order, comments), never
@@ -20,60 +21,20 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from flow_program_steps import (  # noqa: F401 - re-exported: F.EXEC, F.PLAN, F.reset, ...
+    BOOKED,
+    EXEC,
+    NOTED,
+    PLAN,
+    UNDONE,
+    book,
+    note,
+    once,
+    reset,
+    unbook,
+    work,
+)
 from hypothesis import strategies as st
-
-from dotdo import PermanentError, current_step
-
-# ------------------------------------------------------------ steps and side effects
-EXEC: list[str] = []
-"""Every execution of a step body (work, book, once), by call id (site plus iterations)."""
-BOOKED: list[tuple[str, int]] = []
-"""Compensable steps whose body succeeded, in order, with the value their undo receives."""
-UNDONE: list[int] = []
-"""Undo executions, in order, by the value they received."""
-NOTED: list[tuple[str, str]] = []
-"""Recorded values (now/uuid/random) as the `note` step saw them, by call id."""
-PLAN: dict[str, tuple[str, int]] = {}
-"""Outcome of each call site: ("ok", 0), ("flaky", k) (fail the first k attempts) or
-("fail", 0) (fail for good at once)."""
-
-
-def reset() -> None:
-    for effects in (EXEC, BOOKED, UNDONE, NOTED):
-        effects.clear()
-
-
-def _act(sid: str) -> int:
-    EXEC.append(sid)
-    kind, k = PLAN[sid.split("-")[0]]
-    if kind == "fail":
-        raise PermanentError("failed " + sid)
-    if kind == "flaky" and current_step().attempt <= k:
-        raise ConnectionError("transient " + sid)
-    return len(sid)
-
-
-def work(sid: str, acc: int) -> int:
-    return acc + _act(sid)
-
-
-async def book(sid: str, acc: int) -> int:
-    value = acc + _act(sid)
-    BOOKED.append((sid, value))
-    return value
-
-
-def unbook(value: int) -> None:
-    UNDONE.append(value)
-
-
-async def once(sid: str, acc: int) -> int:
-    return acc + _act(sid)
-
-
-def note(sid: str, value: str) -> None:
-    NOTED.append((sid, value))
-
 
 # ----------------------------------------------------------------------- generation
 Outcome = st.sampled_from(
@@ -394,7 +355,7 @@ def render(ops: list[Any], lang: str, noise: random.Random | None = None) -> Ren
         options = list(_DECLS[name])
         if noise is not None:
             noise.shuffle(options)
-        decls.append(" ".join([f"step {name} = _flow_programs:{name}", *options]))
+        decls.append(" ".join([f"step {name} = flow_program_steps:{name}", *options]))
     lines = [*decls, *([""] if decls else []), "workflow wf(acc: int) -> int:", *body]
     lines += ["    return acc", ""]
     return Rendered("\n".join(lines), r.plan, r.steps)

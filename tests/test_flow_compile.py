@@ -205,8 +205,10 @@ workflow run(items: list[int], limit: int) -> int:
 
 
 def control_flow() -> Graph:
-    # ValueError is not a flow builtin: bring it in like any other type.
-    text = "import builtins: ValueError\n" + CONTROL_FLOW
+    # ValueError is not a flow builtin, and a flow never reaches the standard library: bring
+    # in an error class of the project instead (the Python twin's ValueError has the same shape).
+    body = CONTROL_FLOW.replace("ValueError", "OutOfStock")
+    text = "import examples.cross_do: OutOfStock\n" + body
     return load_source(text, "control.flow")["run"].graph
 
 

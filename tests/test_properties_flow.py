@@ -77,9 +77,18 @@ RUN_ID = "flow-prop"
 _counter = itertools.count()
 
 
+def allow_steps(directory: Path) -> None:
+    """Flows written under `directory` are outside this project: its pyproject.toml allows
+    the module their steps live in (for load_flow, and for the engines that register them)."""
+    pyproject = directory / "pyproject.toml"
+    if not pyproject.exists():
+        pyproject.write_text('[tool.dotdo]\nflow-modules = ["flow_program_steps"]\n')
+
+
 def load(directory: Path, ops: list[Any]) -> tuple[str, WorkflowDef[Any]]:
     """Write the program to a fresh .flow file, load it, and install its plan of outcomes."""
     rendered = F.render(ops, "flow")
+    allow_steps(directory)
     path = directory / f"gen{next(_counter)}.flow"
     path.write_text(rendered.text)
     F.PLAN.clear()
@@ -241,6 +250,7 @@ def check_every_crash_point(tmp_path: Path, name: str, text: str, start: int) ->
     """Crash a fixed .flow program at each of its boundaries; returns the clean run."""
     path = tmp_path / name
     path.write_text(text)
+    allow_steps(tmp_path)
     wf = load_flow(path)["wf"]
 
     async def scenario() -> Observed:
@@ -254,8 +264,8 @@ def check_every_crash_point(tmp_path: Path, name: str, text: str, start: int) ->
 
 
 WAIT_AFTER_SLEEP = """\
-step book = _flow_programs:book retries 3 delay 1ms compensate with unbook
-step unbook = _flow_programs:unbook
+step book = flow_program_steps:book retries 3 delay 1ms compensate with unbook
+step unbook = flow_program_steps:unbook
 
 workflow wf(acc: int) -> int:
     acc = do book("book0", acc)

@@ -17,6 +17,7 @@ EXPECTED = {
     "GraphIntegrityError",
     "InvalidId",
     "LeaseLost",
+    "LoopBudgetExceeded",
     "PermanentError",
     "Policy",
     "RemoteError",

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from dotdo.compiler.loop_budget import tick
 from dotdo.dsl.flow_errors import FlowFailure
 from dotdo.errors import PermanentError, StepInterrupted, StepTimeout
 
 __all__ = [
     "BUILTINS",
     "EXCEPTIONS",
+    "INTERNAL_FIELDS",
     "RECORDED",
     "RESERVED",
     "TYPES",
@@ -99,6 +101,30 @@ RESERVED = frozenset({"self", "timedelta"}) | set(RECORDED)
 """Names the generated code relies on (`self`, `timedelta`) or gives a meaning to."""
 
 
+INTERNAL_FIELDS = frozenset(
+    {
+        "tb_frame",
+        "tb_next",
+        "f_back",
+        "f_builtins",
+        "f_code",
+        "f_globals",
+        "f_locals",
+        "gi_code",
+        "gi_frame",
+        "cr_code",
+        "cr_frame",
+        "ag_code",
+        "ag_frame",
+        "co_code",
+        "func_globals",
+        "mro",
+    }
+)
+"""Fields without underscores that still lead to interpreter internals (frames, code,
+module globals). No value a flow can build has them; refusing them is cheap insurance."""
+
+
 def fail_value(value: object) -> BaseException:
     """What `fail <value>` raises: the value itself when it is an error, else FlowFailure."""
     if isinstance(value, BaseException):
@@ -120,4 +146,5 @@ def runtime_namespace(types: Mapping[str, Any]) -> dict[str, Any]:
     namespace["__flow_fail"] = fail_value
     namespace["__flow_isinstance"] = isinstance
     namespace["__flow_iter"] = iterable
+    namespace["__flow_tick"] = tick
     return namespace

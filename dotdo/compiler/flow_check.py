@@ -16,6 +16,7 @@ from pathlib import Path
 from dotdo.compiler.flow_env import FlowEnv
 from dotdo.compiler.flow_resolve import Resolver
 from dotdo.compiler.flow_rules import BodyChecker
+from dotdo.compiler.flow_sandbox import FlowPolicy, policy_for
 from dotdo.dsl import flow_ast as A
 from dotdo.dsl.flow_errors import Diagnostic, FlowError
 from dotdo.dsl.flow_grammar import normalise, too_deep
@@ -24,15 +25,26 @@ from dotdo.dsl.flow_parser import parse_source
 __all__ = ["analyze", "check_file", "check_files", "check_source"]
 
 
-def analyze(text: str, path: str = "<flow>") -> FlowEnv:
-    """Parse, resolve and check `text`; the env's diagnostics list every problem found."""
+def analyze(
+    text: str,
+    path: str = "<flow>",
+    *,
+    flow_modules: Iterable[str] | None = None,
+    policy: FlowPolicy | None = None,
+) -> FlowEnv:
+    """Parse, resolve and check `text`; the env's diagnostics list every problem found.
+
+    Modules are read, never imported. `flow_modules` adds to what the file's project allows
+    (see `flow_sandbox`); `policy`, when given, replaces the whole decision.
+    """
+    policy = policy or policy_for(path, flow_modules)
     try:
         module = parse_source(text, path)
     except FlowError as exc:
-        env = FlowEnv(path, text, A.Module(()))
+        env = FlowEnv(path, text, A.Module(()), policy=policy)
         env.diagnostics.extend(exc.diagnostics)
         return env
-    env = Resolver(FlowEnv(path, normalise(text), module)).run()
+    env = Resolver(FlowEnv(path, normalise(text), module, policy=policy)).run()
     used: set[str] = set()
     try:
         for wf in env.workflows.values():
@@ -41,7 +53,7 @@ def analyze(text: str, path: str = "<flow>") -> FlowEnv:
         env.diagnostics.append(too_deep(env.text, path))
         return env
     for name, step in env.steps.items():
-        if step.fn is None:
+        if step.signature is None:
             continue
         if name not in used and not any(s.compensate == name for s in env.steps.values()):
             env.report(
@@ -54,11 +66,15 @@ def analyze(text: str, path: str = "<flow>") -> FlowEnv:
     return env
 
 
-def check_source(text: str, path: str = "<flow>") -> list[Diagnostic]:
-    """Every problem in `text`: syntax, names, steps, schedules, and the compiled graphs."""
+def check_source(
+    text: str, path: str = "<flow>", *, flow_modules: Iterable[str] | None = None
+) -> list[Diagnostic]:
+    """Every problem in `text`: syntax, names, steps, schedules, and the compiled graphs.
+
+    Nothing the file names is imported: modules are read as source (`flow_static`)."""
     from dotdo.compiler.flow_compile import compile_env
 
-    env = analyze(text, path)
+    env = analyze(text, path, flow_modules=flow_modules)
     if env.ok:
         try:
             compile_env(env)
@@ -69,7 +85,9 @@ def check_source(text: str, path: str = "<flow>") -> list[Diagnostic]:
     return env.diagnostics
 
 
-def check_file(path: str | os.PathLike[str]) -> list[Diagnostic]:
+def check_file(
+    path: str | os.PathLike[str], *, flow_modules: Iterable[str] | None = None
+) -> list[Diagnostic]:
     """`check_source` of a file; a file that cannot be read is one diagnostic too."""
     name = os.fspath(path)
     try:
@@ -77,9 +95,12 @@ def check_file(path: str | os.PathLike[str]) -> list[Diagnostic]:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return [Diagnostic(name, 1, 1, f"cannot read the file: {reason}", code="unreadable")]
-    return check_source(text, name)
+    return check_source(text, name, flow_modules=flow_modules)
 
 
-def check_files(paths: Iterable[str | os.PathLike[str]]) -> list[Diagnostic]:
+def check_files(
+    paths: Iterable[str | os.PathLike[str]], *, flow_modules: Iterable[str] | None = None
+) -> list[Diagnostic]:
     """Every diagnostic of every file, in file order (what `dotdo check FILE...` prints)."""
-    return [d for path in paths for d in check_file(path)]
+    allowed = tuple(flow_modules or ())
+    return [d for path in paths for d in check_file(path, flow_modules=allowed)]

@@ -210,14 +210,11 @@ class _Lowerer(Emitter):
                 self.plain_body(s.orelse, reraise),
             )
         elif isinstance(s, A.While):
-            node = ast.While(py_expr(s.test), self.plain_body(s.body, reraise), [])
+            body = [_tick(line), *self.plain_body(s.body, reraise)]
+            node = ast.While(py_expr(s.test), body, [])
         elif isinstance(s, A.For):
-            node = ast.For(
-                ast.Name(s.var, ast.Store()),
-                py_expr(s.iter),
-                self.plain_body(s.body, reraise),
-                [],
-            )
+            body = [_tick(line), *self.plain_body(s.body, reraise)]
+            node = ast.For(ast.Name(s.var, ast.Store()), py_expr(s.iter), body, [])
         elif isinstance(s, A.Try):
             handlers = [
                 ast.ExceptHandler(
@@ -497,9 +494,18 @@ def _step_call(call: A.Call) -> A.Expr:
     return A.Call(A.Attr(A.Name("self"), call.name), call.args, call.kwargs)
 
 
-def _exc_types(types: tuple[str, ...]) -> ast.expr | None:
+def _tick(line: int) -> ast.stmt:
+    """`__flow_tick(line)`: one iteration of a plain loop, counted against the budget
+    (dotdo.compiler.loop_budget), so a loop with no durable step cannot spin forever."""
+    call = ast.Call(ast.Name("__flow_tick", ast.Load()), [ast.Constant(line)], [])
+    return ast.Expr(call)
+
+
+def _exc_types(types: tuple[str, ...]) -> ast.expr:
     if not types:
-        return None
+        # A bare `except:` catches errors (`Exception`), as the graph's except dispatch
+        # does: never the budget's stop signal, nor a KeyboardInterrupt.
+        return ast.Name("Error", ast.Load())
     if len(types) == 1:
         return ast.Name(types[0], ast.Load())
     return ast.Tuple([ast.Name(t, ast.Load()) for t in types], ast.Load())

@@ -4,19 +4,22 @@ the diagnostics found so far, each positioned in the source the author wrote."""
 from __future__ import annotations
 
 import difflib
+import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from dotdo.compiler.flow_sandbox import FlowPolicy, Located
+from dotdo.compiler.flow_static import TypeInfo
 from dotdo.compiler.ir import Policy
 from dotdo.dsl import flow_ast as A
 from dotdo.dsl.flow_errors import Diagnostic
 from dotdo.dsl.flow_grammar import source_line
 from dotdo.dsl.triggers import Schedule
 
-__all__ = ["EVENT_NAME", "EVENT_PATTERN", "FlowEnv", "ResolvedStep", "suggest"]
+__all__ = ["EVENT_NAME", "EVENT_PATTERN", "FlowEnv", "ResolvedStep", "UsedModule", "suggest"]
 
 _SEGMENT = r"[A-Za-z_][A-Za-z0-9_]*"
 EVENT_NAME = re.compile(rf"^{_SEGMENT}(\.{_SEGMENT})*$")
@@ -25,7 +28,11 @@ EVENT_PATTERN = re.compile(rf"^({_SEGMENT}|\*)(\.({_SEGMENT}|\*))*$")
 
 @dataclass
 class ResolvedStep:
-    """A declared step: the function it runs, its retry policy, its undo."""
+    """A declared step: the function it runs, its retry policy, its undo.
+
+    The checker knows the function from its module's source (`module`, `function`, `line`,
+    `signature`); `fn` is the live function, set only when the loader imports the module.
+    """
 
     name: str
     fn: Callable[..., Any] | None
@@ -33,6 +40,19 @@ class ResolvedStep:
     compensate: str | None
     decl: A.StepDecl
     where: str = ""
+    module: str | None = None
+    function: str | None = None
+    line: int = 0
+    signature: inspect.Signature | None = None
+
+
+@dataclass(frozen=True)
+class UsedModule:
+    """A module the file names, allowed by its policy: where its source is, and the first
+    line that names it (where a problem found when importing it is reported)."""
+
+    located: Located
+    pos: A.Pos
 
 
 @dataclass
@@ -43,7 +63,11 @@ class FlowEnv:
     text: str
     module: A.Module
     steps: dict[str, ResolvedStep] = field(default_factory=dict)
-    types: dict[str, Any] = field(default_factory=dict)
+    types: dict[str, TypeInfo] = field(default_factory=dict)
+    """Imported data classes by name, as their modules' source shows them."""
+    modules: dict[str, UsedModule] = field(default_factory=dict)
+    """Every module the file reaches (use, import, step bindings), by name."""
+    policy: FlowPolicy | None = None
     workflows: dict[str, A.Workflow] = field(default_factory=dict)
     schedules: list[tuple[Schedule, str]] = field(default_factory=list)
     handlers: list[tuple[str, str]] = field(default_factory=list)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable
 from typing import Any, Literal
 
 from dotdo.compiler.flow_env import EVENT_NAME, FlowEnv, suggest
@@ -37,7 +36,7 @@ def check_compensator(env: FlowEnv, name: str, pos: A.Pos) -> None:
             code="unknown-step",
         )
         return
-    if undo.fn is not None and (problem := arity_problem(undo.fn, 1, ())) is not None:
+    if undo.signature is not None and (problem := arity_problem(undo.signature, 1, ())) is not None:
         env.report(
             pos,
             f"the undo step `{name}` receives the step's result, one argument: {problem}",
@@ -45,12 +44,10 @@ def check_compensator(env: FlowEnv, name: str, pos: A.Pos) -> None:
         )
 
 
-def arity_problem(fn: Callable[..., Any], positional: int, keywords: tuple[str, ...]) -> str | None:
-    """Why `fn` cannot be called with these arguments, or None (also when it cannot tell)."""
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return None
+def arity_problem(
+    signature: inspect.Signature, positional: int, keywords: tuple[str, ...]
+) -> str | None:
+    """Why a function of `signature` cannot take these arguments, or None."""
     try:
         signature.bind(*range(positional), **dict.fromkeys(keywords))
     except TypeError as exc:

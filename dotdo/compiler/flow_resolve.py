@@ -1,52 +1,50 @@
-"""Resolve a `.flow` file's declarations against the Python world it names.
+"""Resolve a `.flow` file's declarations against the Python world it names, without
+running any of it.
 
 `use` and `import` lines name modules; steps name functions in them; schedules and event
-handlers name workflows of the file. Everything is looked up here, once, and every problem
-becomes a positioned diagnostic rather than an ImportError or AttributeError later. The
-result, a `FlowEnv`, is what the statement checker and the compiler work from.
+handlers name workflows of the file. Modules are first checked against the file's policy
+(`flow_sandbox`: the project's own modules and the host's allow-list), then read as source
+(`flow_static`): a step must be a function its module defines, an imported type a data class
+its module defines. Nothing is imported here, so checking a file never runs a module's
+top-level code. Every problem becomes a positioned diagnostic; the result, a `FlowEnv`, is
+what the statement checker, the compiler and the loader work from.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
-from collections.abc import Callable
-from typing import Any
-
 from dotdo.compiler.flow_builtins import BUILTINS, EXCEPTIONS, RESERVED, TYPES
-from dotdo.compiler.flow_env import EVENT_PATTERN, FlowEnv, ResolvedStep, suggest
+from dotdo.compiler.flow_env import EVENT_PATTERN, FlowEnv, ResolvedStep, UsedModule, suggest
 from dotdo.compiler.flow_options import check_compensator, policy_from, schedule_from
+from dotdo.compiler.flow_sandbox import HOST, STDLIB, FlowPolicy, bad_segment, locate, refusal
+from dotdo.compiler.flow_static import ModuleInfo, TypeInfo, host_type, read_module
 from dotdo.compiler.ir import Policy
 from dotdo.dsl import flow_ast as A
 from dotdo.dsl.do import DO
 
-__all__ = ["Resolver"]
+__all__ = ["ALLOW_HINT", "Resolver"]
 
 _DO_NAMES = frozenset(dir(DO)) | {"entity_id", "run_id", "sent"}
 
-
-def _import(module: str) -> tuple[Any, str | None]:
-    """Import as `python -m` would from the current directory (kept last on the path, so
-    it never shadows an installed package)."""
-    here = os.getcwd()
-    if here not in sys.path and "" not in sys.path:
-        sys.path.append(here)
-    try:
-        return importlib.import_module(module), None
-    except Exception as exc:  # the user's module may fail in any way while importing
-        return None, f"{type(exc).__name__}: {exc}"
+ALLOW_HINT = (
+    "a flow may use its own project's modules; the host allows others with "
+    "Engine(flow_modules=[...]), `--allow-module M` or [tool.dotdo] flow-modules"
+)
 
 
 class Resolver:
     """Top-level declarations: modules, types, steps, schedules, handlers."""
 
     def __init__(self, env: FlowEnv) -> None:
+        assert env.policy is not None
         self.env = env
-        self.modules: list[tuple[str, Any]] = []
+        self.policy: FlowPolicy = env.policy
+        self.modules: list[tuple[str, ModuleInfo]] = []
+        self.read: dict[str, ModuleInfo | tuple[str, str, str]] = {}
 
     def run(self) -> FlowEnv:
         items = self.env.module.items
+        if self.policy.config is not None:
+            self.env.report(A.Pos(1, 1), self.policy.config, code="bad-config")
         for item in items:
             if isinstance(item, A.Use):
                 self.use(item)
@@ -69,6 +67,10 @@ class Resolver:
 
     # ----------------------------------------------------------------- modules
     def dunder(self, pos: A.Pos, name: str, what: str) -> bool:
+        """Report a name with `__` or a leading `_` anywhere in it; True if reported."""
+        problem = bad_segment(name)
+        if problem is None:
+            return False
         if "__" in name:
             self.env.report(
                 pos,
@@ -76,66 +78,108 @@ class Resolver:
                 "double underscores reach Python internals; rename it",
                 code="dunder",
             )
-            return True
-        return False
-
-    def _module(self, item: A.Use | A.Import, what: str, example: str) -> Any:
-        """The module `item` names, or None after reporting why it cannot be had."""
-        if self.dunder(item.pos, item.module, "the module"):
-            return None
-        module, problem = _import(item.module)
-        if module is None:
+        else:
             self.env.report(
-                item.pos,
-                f"cannot {what} `{item.module}`: {problem}",
-                f"give a module Python can import (a dotted path, like {example})",
-                code="bad-module",
+                pos,
+                f"{what} `{name}` is not allowed: {problem}",
+                "a name starting with '_' is private to its Python code; use a public one",
+                code="private-name",
             )
-        return module
+        return True
+
+    def _module(self, pos: A.Pos, name: str, what: str, example: str) -> ModuleInfo | None:
+        """The source of the module `name`, or None after reporting why the flow may not
+        have it: not allowed by the policy, not found, or not readable as source."""
+        if self.dunder(pos, name, "the module"):
+            return None
+        if name not in self.read:
+            self.read[name] = self._read(pos, name, what, example)
+        found = self.read[name]
+        if isinstance(found, tuple):
+            message, hint, code = found
+            self.env.report(pos, message, hint, code=code)
+            return None
+        return found
+
+    def _read(
+        self, pos: A.Pos, name: str, what: str, example: str
+    ) -> ModuleInfo | tuple[str, str, str]:
+        top = name.split(".")[0]
+        located = None if top == HOST or top in STDLIB else locate(name)
+        if isinstance(located, str):
+            hint = f"give a module Python can import, like {example}"
+            return f"cannot {what} `{name}`: {located}", hint, "bad-module"
+        why = refusal(name, located, self.policy)
+        if why is not None:
+            return f"cannot {what} `{name}`: {why}", ALLOW_HINT, "not-allowed"
+        assert located is not None
+        found = read_module(located)
+        if isinstance(found, str):
+            return found, "a flow reads a module's source to check it", "bad-module"
+        self.env.modules.setdefault(name, UsedModule(located, pos))
+        return found
 
     def use(self, item: A.Use) -> None:
-        module = self._module(item, "use module", "examples.flow_steps")
+        module = self._module(item.pos, item.module, "use module", "examples.flow_steps")
         if module is not None:
             self.modules.append((item.module, module))
 
     def import_(self, item: A.Import) -> None:
-        module = self._module(item, "import", "examples.orders")
+        if item.module == HOST:
+            self.import_host(item)
+            return
+        module = self._module(item.pos, item.module, "import from", "examples.orders")
         if module is None:
             return
         for name in item.names:
             if self.dunder(item.pos, name, "the name"):
                 continue
-            value = getattr(module, name, None)
-            if value is None:
-                public = [n for n in vars(module) if not n.startswith("_")]
+            found = module.data_class(name)
+            if isinstance(found, str):
+                known = name in module.bindings or name in module.imports
                 self.env.report(
                     item.pos,
-                    f"`{item.module}` has no type named `{name}`",
-                    suggest(name, public) or f"check the spelling, or the module {item.module}",
-                    code="unknown-type",
+                    found if known else f"`{item.module}` has no type named `{name}`",
+                    "import only data classes: pydantic models, dataclasses, enums, errors"
+                    if known
+                    else suggest(name, list(module.classes))
+                    or f"check the spelling, or the module {item.module}",
+                    code="not-a-type" if known else "unknown-type",
                 )
-            elif not isinstance(value, type):
+                continue
+            self.add_type(item.pos, found)
+
+    def import_host(self, item: A.Import) -> None:
+        """`import dotdo: EventRecord`: dotdo's public data types (already loaded)."""
+        for name in item.names:
+            if self.dunder(item.pos, name, "the name"):
+                continue
+            found = host_type(name)
+            if isinstance(found, str):
                 self.env.report(
                     item.pos,
-                    f"`{item.module}.{name}` is not a type (it is a {type(value).__name__})",
-                    "import only classes: pydantic models, dataclasses, errors",
+                    found,
+                    "dotdo offers its records and errors, like EventRecord or PermanentError",
                     code="not-a-type",
                 )
-            elif value is EXCEPTIONS.get(name) or value is TYPES.get(name):
-                continue  # importing a built-in type of .flow explicitly changes nothing
-            elif name in self.env.types or name in TYPES or name in EXCEPTIONS:
-                self.env.report(
-                    item.pos,
-                    f"the type name `{name}` is already taken",
-                    "each type name can be imported once (built-in ones not at all)",
-                    code="dup-type",
-                )
-            elif name in BUILTINS or name in RESERVED:
-                self.env.report(
-                    item.pos, f"`{name}` is a built-in name of .flow", code="reserved-name"
-                )
-            else:
-                self.env.types[name] = value
+                continue
+            self.add_type(item.pos, found)
+
+    def add_type(self, pos: A.Pos, found: TypeInfo) -> None:
+        name = found.name
+        if found.module == HOST and (name in EXCEPTIONS or name in TYPES):
+            return  # importing a built-in type of .flow explicitly changes nothing
+        if name in self.env.types or name in TYPES or name in EXCEPTIONS:
+            self.env.report(
+                pos,
+                f"the type name `{name}` is already taken",
+                "each type name can be imported once (built-in ones not at all)",
+                code="dup-type",
+            )
+        elif name in BUILTINS or name in RESERVED:
+            self.env.report(pos, f"`{name}` is a built-in name of .flow", code="reserved-name")
+        else:
+            self.env.types[name] = found
 
     # ------------------------------------------------------------------- steps
     def step(self, decl: A.StepDecl) -> None:
@@ -157,9 +201,12 @@ class Resolver:
                 'write it where the step runs: `x = do step(...) as "id"`',
                 code="bad-option",
             )
-        fn, where = self.bind(decl)
+        bound = self.bind(decl)
         policy = policy_from(env, decl.options, Policy(), decl.pos, mode="decl")
-        env.steps[name] = ResolvedStep(name, fn, policy, decl.options.compensate, decl, where)
+        if bound is None:
+            bound = ResolvedStep(name, None, policy, decl.options.compensate, decl, name)
+        bound.policy = policy
+        env.steps[name] = bound
 
     def clash(self, name: str) -> str | None:
         if name in RESERVED or name in BUILTINS:
@@ -172,27 +219,30 @@ class Resolver:
             return "a workflow has that name"
         return None
 
-    def bind(self, decl: A.StepDecl) -> tuple[Callable[..., Any] | None, str]:
+    def bind(self, decl: A.StepDecl) -> ResolvedStep | None:
+        """The function a declaration names, as its module's source defines it."""
         env = self.env
         if decl.module is not None and decl.function is not None:
             where = f"{decl.module}:{decl.function}"
-            if self.dunder(decl.pos, where, "the function"):
-                return None, where
-            module, problem = _import(decl.module)
+            if self.dunder(decl.pos, decl.function, "the function"):
+                return None
+            module = self._module(decl.pos, decl.module, "import", "examples.flow_steps")
             if module is None:
-                env.report(decl.pos, f"cannot import `{decl.module}`: {problem}", code="bad-module")
-                return None, where
-            fn = getattr(module, decl.function, None)
-            if fn is None:
+                return None
+            if decl.function not in module.bindings and decl.function not in module.imports:
                 env.report(
                     decl.pos,
                     f"`{decl.module}` has no function `{decl.function}`",
                     suggest(decl.function, _functions(module)),
                     code="unknown-step",
                 )
-                return None, where
-            return self.callable_(decl, fn, where), where
-        found = [(m, getattr(mod, decl.name)) for m, mod in self.modules if hasattr(mod, decl.name)]
+                return None
+            return self.function(decl, decl.module, module, decl.function, where)
+        found = [
+            (m, mod)
+            for m, mod in self.modules
+            if decl.name in mod.bindings or decl.name in mod.imports
+        ]
         if not found:
             if self.modules:
                 names = [n for _, mod in self.modules for n in _functions(mod)]
@@ -210,7 +260,7 @@ class Resolver:
                     f"add `use some.module` at the top, or `step {decl.name} = module:function`",
                     code="unknown-step",
                 )
-            return None, decl.name
+            return None
         if len(found) > 1:
             env.report(
                 decl.pos,
@@ -218,20 +268,34 @@ class Resolver:
                 f"say which one: step {decl.name} = {found[0][0]}:{decl.name}",
                 code="ambiguous-step",
             )
-        module_name, fn = found[0]
+        module_name, module = found[0]
         where = f"{module_name}:{decl.name}"
-        return self.callable_(decl, fn, where), where
+        return self.function(decl, module_name, module, decl.name, where)
 
-    def callable_(self, decl: A.StepDecl, fn: Any, where: str) -> Callable[..., Any] | None:
-        if not callable(fn) or isinstance(fn, type):
+    def function(
+        self, decl: A.StepDecl, module_name: str, module: ModuleInfo, name: str, where: str
+    ) -> ResolvedStep | None:
+        found = module.function(name)
+        if isinstance(found, str):
             self.env.report(
                 decl.pos,
-                f"`{where}` is not a function",
-                "a step runs a Python function (def or async def)",
+                f"`{where}` cannot be a step: {found}",
+                "a step runs a plain Python function (def or async def) of its module",
                 code="not-a-function",
             )
             return None
-        return fn  # type: ignore[no-any-return]
+        return ResolvedStep(
+            decl.name,
+            None,
+            Policy(),
+            decl.options.compensate,
+            decl,
+            where,
+            module=module_name,
+            function=name,
+            line=found.line,
+            signature=found.signature,
+        )
 
     def check_compensator(self, step: ResolvedStep) -> None:
         if step.compensate is None:
@@ -313,5 +377,5 @@ class Resolver:
             env.handlers.append((item.pattern, item.target))
 
 
-def _functions(module: Any) -> list[str]:
-    return [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
+def _functions(module: ModuleInfo) -> list[str]:
+    return [n for n in module.functions if not n.startswith("_")]

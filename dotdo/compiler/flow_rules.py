@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dotdo.compiler.flow_builtins import BUILTINS, EXCEPTIONS, RECORDED, RESERVED, TYPES
+from dotdo.compiler.flow_builtins import (
+    BUILTINS,
+    EXCEPTIONS,
+    INTERNAL_FIELDS,
+    RECORDED,
+    RESERVED,
+    TYPES,
+)
 from dotdo.compiler.flow_env import FlowEnv, suggest
 from dotdo.compiler.flow_options import (
     arity_problem,
@@ -20,6 +27,7 @@ from dotdo.compiler.flow_options import (
 from dotdo.compiler.flow_walk import (
     APPROVAL_FIELDS,
     CASCADE_TIERS,
+    approval_value_problem,
     assigned_names,
     is_literal,
     match_fields,
@@ -96,6 +104,13 @@ class BodyChecker:
                 f"the {what} `{name}` contains '__', which .flow files do not allow",
                 "rename it",
                 code="dunder",
+            )
+        elif name.startswith("_"):
+            self.report(
+                pos,
+                f"the {what} `{name}` starts with '_', which .flow files do not allow",
+                "rename it (names starting with '_' are private to Python code)",
+                code="private-name",
             )
         elif name in RESERVED or name in BUILTINS:
             self.report(
@@ -258,8 +273,9 @@ class BodyChecker:
                 hint = suggest(name, self.env.steps) or f"declare it at the top: step {name}"
             self.report(call.func.pos, message, hint, code="unknown-step")
             return
-        if step.fn is not None:
-            problem = arity_problem(step.fn, len(call.args), tuple(k.name for k in call.kwargs))
+        if step.signature is not None:
+            kwargs = tuple(k.name for k in call.kwargs)
+            problem = arity_problem(step.signature, len(call.args), kwargs)
             if problem is not None:
                 self.report(
                     call.pos, f"wrong arguments for the step `{name}`: {problem}", code="arity"
@@ -312,6 +328,9 @@ class BodyChecker:
                 self.duration(f.value, "deadline", ctx)
             else:
                 self.expr(f.value, ctx)
+            problem = approval_value_problem(f.name, f.value)
+            if problem is not None:
+                self.report(f.value.pos, problem[0], problem[1], code="approval-field")
         if "approver" in seen and "approvers" in seen:
             self.report(
                 s.pos,
@@ -366,8 +385,8 @@ class BodyChecker:
                     code="bad-except",
                 )
             for name in handler.types:
-                known = self.env.types.get(name) or EXCEPTIONS.get(name)
-                if known is None:
+                imported = self.env.types.get(name)
+                if imported is None and name not in EXCEPTIONS:
                     self.report(
                         handler.pos,
                         f"unknown error type `{name}`",
@@ -375,13 +394,15 @@ class BodyChecker:
                         or "built in: " + ", ".join(EXCEPTIONS),
                         code="unknown-type",
                     )
-                elif not (isinstance(known, type) and issubclass(known, BaseException)):
+                elif imported is not None and imported.kind != "error":
                     self.report(handler.pos, f"`{name}` is not an error type", code="bad-except")
             self.block(handler.body, _Ctx(ctx.loops, ctx.handlers + 1))
         self.block(s.finalbody, ctx)
 
     # ------------------------------------------------------------- expressions
-    def dunder(self, pos: A.Pos, name: str) -> bool:
+    def dunder(self, pos: A.Pos, name: str, *, field: bool = False) -> bool:
+        """Report a name (or a `field` after a dot) that could reach Python internals; True
+        if reported."""
         if "__" in name:
             self.report(
                 pos,
@@ -390,13 +411,29 @@ class BodyChecker:
                 code="dunder",
             )
             return True
+        if name.startswith("_"):
+            self.report(
+                pos,
+                f"`{name}` starts with '_', which .flow files do not allow",
+                "names and fields starting with '_' are private to Python code",
+                code="private-name",
+            )
+            return True
+        if field and name in INTERNAL_FIELDS:
+            self.report(
+                pos,
+                f"the field `{name}` belongs to Python's frames, code or generators",
+                "a flow reads data fields only",
+                code="internal-field",
+            )
+            return True
         return False
 
     def expr(self, e: A.Expr, ctx: _Ctx) -> None:
         if isinstance(e, A.Name):
             self.name(e, ctx)
         elif isinstance(e, A.Attr):
-            self.dunder(e.pos, e.name)
+            self.dunder(e.pos, e.name, field=True)
             self.expr(e.value, ctx)
         elif isinstance(e, A.Index):
             self.expr(e.value, ctx)

@@ -15,6 +15,7 @@ from dotdo.dsl import flow_ast as A
 __all__ = [
     "APPROVAL_FIELDS",
     "CASCADE_TIERS",
+    "approval_value_problem",
     "assigned_names",
     "is_durable",
     "is_literal",
@@ -165,3 +166,46 @@ def is_literal(e: A.Expr) -> bool:
     if isinstance(e, A.DictLit):
         return all(is_literal(v) for _, v in e.items)
     return False
+
+
+_LITERAL = (A.Str, A.Const, A.ListLit, A.DictLit, A.Duration)
+_NAMED = {"approver": "the approver's name", "type": "the approval type"}
+
+
+def approval_value_problem(name: str, value: A.Expr) -> tuple[str, str] | None:
+    """(message, expected) when an approval field's literal value cannot work, else None.
+
+    The engine would refuse these at run time, after the run had come this far; the text
+    already shows them: nobody to approve, an empty name, a deadline not in the future.
+    """
+    if name == "approvers" and isinstance(value, A.ListLit):
+        if not value.items:
+            return "`approvers: []` names nobody", 'list who decides: ["manager", "vp"]'
+        for item in value.items:
+            if isinstance(item, A.Str) and item.literal == "":
+                return "an approver's name is empty", 'give a name, like "manager"'
+            if isinstance(item, _LITERAL) and not isinstance(item, A.Str):
+                return "each approver is a name (text)", 'like ["manager", "vp"]'
+        return None
+    if name in ("approvers", "approver", "type"):
+        if isinstance(value, A.Str):
+            if value.literal == "":
+                what = _NAMED.get(name, "an approver's name")
+                return f"{what} is empty", 'give a name, like "manager"'
+            return None
+        if isinstance(value, _LITERAL):
+            expected = {
+                "approvers": 'a list of names, like ["manager", "vp"]',
+                "approver": 'one name, like "manager"',
+                "type": 'text, like "purchase"',
+            }[name]
+            return f"`{name}` takes {expected.split(',')[0]}", expected
+        return None
+    if name == "deadline":
+        duration = value.operand if isinstance(value, A.UnaryOp) else value
+        negative = isinstance(value, A.UnaryOp) and value.op == "-"
+        if isinstance(duration, A.Duration) and (negative or duration.seconds <= 0):
+            return "a deadline must be in the future", "give a positive duration, like 7d"
+    if name == "extra" and isinstance(value, _LITERAL) and not isinstance(value, A.DictLit):
+        return "`extra` is a dict of more fields", "like extra: {cost_center: 42}"
+    return None

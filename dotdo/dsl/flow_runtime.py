@@ -14,7 +14,7 @@ import hashlib
 import inspect
 import os
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import reduce
@@ -26,16 +26,18 @@ from dotdo.compiler.flow_builtins import TYPES, runtime_namespace
 from dotdo.compiler.flow_check import analyze
 from dotdo.compiler.flow_compile import compile_env
 from dotdo.compiler.flow_env import FlowEnv, ResolvedStep
+from dotdo.compiler.flow_sandbox import FlowPolicy, policy_for
 from dotdo.compiler.ir import Graph, Policy
 from dotdo.dsl import flow_ast as A
 from dotdo.dsl.decorators import WorkflowDef
 from dotdo.dsl.do import DO
+from dotdo.dsl.flow_bind import FlowOrigin, bind
 from dotdo.dsl.flow_errors import Diagnostic, FlowError
 from dotdo.dsl.flow_grammar import too_deep
 from dotdo.dsl.triggers import Schedule
 from dotdo.errors import DotdoError
 
-__all__ = ["FlowModule", "FlowStep", "FlowWorkflow", "load_flow", "load_source"]
+__all__ = ["FlowModule", "FlowStep", "FlowWorkflow", "flow_graphs", "load_flow", "load_source"]
 
 
 class FlowStep:
@@ -150,45 +152,79 @@ class FlowModule:
         return {name: wf.graph for name, wf in self.workflows.items()}
 
 
-_CACHE: dict[tuple[str, str], FlowModule] = {}
+_CACHE: dict[tuple[str, str, FlowPolicy], FlowModule] = {}
 
 
-def load_flow(path: str | os.PathLike[str]) -> FlowModule:
+def load_flow(
+    path: str | os.PathLike[str], *, flow_modules: Iterable[str] | None = None
+) -> FlowModule:
     """Parse, check and compile a `.flow` file. Raises FlowError listing every problem.
+
+    The file may name its own project's modules and those in `flow_modules` (modules or
+    packages the host allows; also `[tool.dotdo] flow-modules` in the project's
+    pyproject.toml). Only those are imported, once the file has been checked.
 
     Loading the same unchanged file again returns the same module, so registering it twice
     on one engine is harmless, as it is for a Python class.
     """
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise FlowError(
-            [Diagnostic(str(file), 1, 1, f"cannot read the file: {reason}", code="unreadable")]
-        ) from None
-    return load_source(text, str(file.resolve()))
+    text = _read(file)
+    return load_source(text, str(file.resolve()), flow_modules=flow_modules)
 
 
-def load_source(text: str, path: str = "<flow>") -> FlowModule:
-    """`load_flow` for text in hand; `path` names it in diagnostics and workflow names."""
-    key = (path, hashlib.sha256(text.encode()).hexdigest())
+def load_source(
+    text: str, path: str = "<flow>", *, flow_modules: Iterable[str] | None = None
+) -> FlowModule:
+    """`load_flow` for text in hand; `path` names it in diagnostics and workflow names, and
+    its directory decides the project (the working directory for a path that is no file)."""
+    policy = policy_for(path, flow_modules)
+    key = (path, hashlib.sha256(text.encode()).hexdigest(), policy)
     cached = _CACHE.get(key)
     if cached is not None:
         return cached
-    env = analyze(text, path)
+    env = analyze(text, path, policy=policy)
     if not env.ok:
         raise FlowError([d for d in env.diagnostics if d.is_error])
     try:
         graphs = compile_env(env)
     except RecursionError:
         raise FlowError([too_deep(env.text, path)]) from None
-    module = _build(env, graphs)
+    live_types = bind(env)
+    module = _build(env, graphs, live_types, policy)
     _CACHE[key] = module
     return module
 
 
-def _build(env: FlowEnv, graphs: dict[str, Graph]) -> FlowModule:
+def _read(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise FlowError(
+            [Diagnostic(str(file), 1, 1, f"cannot read the file: {reason}", code="unreadable")]
+        ) from None
+
+
+def flow_graphs(
+    path: str | os.PathLike[str], *, flow_modules: Iterable[str] | None = None
+) -> dict[str, Graph]:
+    """The graphs of a `.flow` file's workflows, checked and compiled without importing
+    anything (what drawing a diagram needs). Raises FlowError listing every problem."""
+    file = Path(path)
+    text = _read(file)
+    name = str(file.resolve())
+    env = analyze(text, name, flow_modules=flow_modules)
+    if not env.ok:
+        raise FlowError([d for d in env.diagnostics if d.is_error])
+    try:
+        return compile_env(env)
+    except RecursionError:
+        raise FlowError([too_deep(env.text, name)]) from None
+
+
+def _build(
+    env: FlowEnv, graphs: dict[str, Graph], live_types: dict[str, type], policy: FlowPolicy
+) -> FlowModule:
     stem = env.stem
     attrs: dict[str, Any] = {
         "__doc__": f"Steps of {env.path}, bound to their Python functions.",
@@ -197,13 +233,14 @@ def _build(env: FlowEnv, graphs: dict[str, Graph]) -> FlowModule:
     for name, step in env.steps.items():
         attrs[name] = FlowStep(name, _bound(step), step.policy)
     class_name = "".join(part.capitalize() for part in stem.replace("-", "_").split("_")) or "Flow"
+    attrs["__dotdo_flow__"] = FlowOrigin(env.path, env.text, policy.root, dict(env.modules))
     owner: type[DO] = types.new_class(
         f"{class_name}Flow", (DO,), exec_body=lambda ns: ns.update(attrs)
     )
-    namespace = runtime_namespace(env.types)
+    namespace = runtime_namespace(live_types)
     workflows: dict[str, FlowWorkflow] = {}
     for name, node in env.workflows.items():
-        hints = _hints(node, env.types)
+        hints = _hints(node, live_types)
         workflows[name] = FlowWorkflow(
             stem, node, graphs[name], owner, namespace, hints, _signature(node, hints)
         )
@@ -230,7 +267,7 @@ def _bound(step: ResolvedStep) -> Callable[..., Any]:
     return step.fn
 
 
-def _type(ref: A.TypeRef, types_: dict[str, Any]) -> Any:
+def _type(ref: A.TypeRef, types_: dict[str, type]) -> Any:
     if isinstance(ref, A.TypeUnion):
         return reduce(lambda a, b: a | b, (_type(t, types_) for t in ref.options))
     base: Any = types_.get(ref.name, TYPES.get(ref.name))
@@ -240,7 +277,7 @@ def _type(ref: A.TypeRef, types_: dict[str, Any]) -> Any:
     return base
 
 
-def _hints(node: A.Workflow, types_: dict[str, Any]) -> dict[str, Any]:
+def _hints(node: A.Workflow, types_: dict[str, type]) -> dict[str, Any]:
     hints = {p.name: _type(p.type, types_) for p in node.params if p.type is not None}
     if node.returns is not None:
         hints["return"] = _type(node.returns, types_)

@@ -79,6 +79,9 @@ class RunDriver:
 
     clock: Clock
     faults: FaultHook | None
+    loop_budget: int
+    """Graph nodes (and plain .flow loop iterations) a run may go through between two
+    durable operations (see dotdo.compiler.loop_budget)."""
     _active: dict[str, asyncio.Task[None]]
     _runs: dict[str, _Run]
     _waiters: dict[str, list[asyncio.Future[None]]]
@@ -171,7 +174,7 @@ class RunDriver:
         self, run: _Run, event: Event, recovered: bool, journal: list[JournalRow] | None = None
     ) -> None:
         now = self.clock.now()
-        t = advance(run.program, run.instance, run.state, event, now)
+        t = advance(run.program, run.instance, run.state, event, now, self.loop_budget)
         sends = list(t.sends)
         journal = list(journal or [])
         first = recovered
@@ -187,7 +190,9 @@ class RunDriver:
                     return
                 event, row = resolved
                 journal = [row]
-                t = advance(run.program, run.instance, t.state, event, self.clock.now())
+                t = advance(
+                    run.program, run.instance, t.state, event, self.clock.now(), self.loop_budget
+                )
                 sends.extend(t.sends)
                 continue
             if journal or isinstance(command, Wait | Finish):
@@ -210,14 +215,23 @@ class RunDriver:
                     )
                 ]
                 run.steps_done += 1
-                t = advance(run.program, run.instance, t.state, Recorded(value), self.clock.now())
+                t = advance(
+                    run.program,
+                    run.instance,
+                    t.state,
+                    Recorded(value),
+                    self.clock.now(),
+                    self.loop_budget,
+                )
             else:
                 assert isinstance(command, Call)
                 outcome, row = await self._call(run, t, command, check_started=first)
                 journal = [row]
                 if row.status == "completed":
                     run.steps_done += 1
-                t = advance(run.program, run.instance, t.state, outcome, self.clock.now())
+                t = advance(
+                    run.program, run.instance, t.state, outcome, self.clock.now(), self.loop_budget
+                )
             first = False
             sends.extend(t.sends)
 

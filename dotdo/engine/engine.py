@@ -16,12 +16,15 @@ import logging
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiosqlite
 
 from dotdo.compiler.codegen import Frame, Program
+from dotdo.compiler.flow_sandbox import check_allow_list
+from dotdo.compiler.loop_budget import DEFAULT_LOOP_BUDGET
 from dotdo.dsl.decorators import WorkflowDef
 from dotdo.dsl.do import DO
 from dotdo.engine import serde
@@ -55,6 +58,9 @@ from dotdo.errors import (
     UnknownWorkflow,
 )
 
+if TYPE_CHECKING:
+    from dotdo.dsl.flow_runtime import FlowModule
+
 __all__ = ["Engine", "FaultHook", "RunHandle"]
 
 log = logging.getLogger("dotdo.engine")
@@ -69,6 +75,8 @@ class Engine(Hibernation):
     `secret` (default: $DOTDO_SECRET) signs the graphs this engine stores and makes it refuse
     stored graphs without a valid signature (docs/security.md). `read_only=True` opens the
     database only to read it (`mode=ro`): no recovery, no timers, and every write raises.
+    `flow_modules` lists the modules .flow files may use besides their own project's;
+    `loop_budget` bounds the pure code a run executes between two durable operations.
     """
 
     def __init__(
@@ -84,9 +92,15 @@ class Engine(Hibernation):
         busy_timeout: float = 5.0,
         secret: str | bytes | None = None,
         read_only: bool = False,
+        flow_modules: Iterable[str] | None = None,
+        loop_budget: int = DEFAULT_LOOP_BUDGET,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise StoreError(f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}")
+        if type(loop_budget) is not int or loop_budget < 1:
+            raise DotdoError(f"loop_budget must be a positive whole number, not {loop_budget!r}")
+        self.flow_modules = check_allow_list(flow_modules or (), "Engine(flow_modules=...)")
+        self.loop_budget = loop_budget
         self.busy_timeout = busy_timeout
         self.path = Path(path)
         self.synchronous = synchronous
@@ -130,7 +144,23 @@ class Engine(Hibernation):
                 raise TypeError(f"cannot register {target!r}: expected a DO class or workflow")
         return self
 
+    def load_flow(self, path: str | Path) -> FlowModule:
+        """Load a `.flow` file with this engine's `flow_modules` allowed, and register it."""
+        from dotdo.dsl.flow_runtime import load_flow  # the flow front end, only when asked
+
+        module = load_flow(path, flow_modules=self.flow_modules)
+        self.register(module)
+        return module
+
+    def _recheck_flow(self, owner: object) -> None:
+        """A DO class made by `load_flow` carries where its flow came from: re-check the
+        modules it reaches against this engine's allow-list (docs/security.md)."""
+        origin = vars(owner).get("__dotdo_flow__") if isinstance(owner, type) else None
+        if origin is not None:
+            origin.check(self.flow_modules)
+
     def _add(self, wf: WorkflowDef[Any]) -> None:
+        self._recheck_flow(getattr(wf, "owner", None))
         existing = self._workflows.get(wf.qualname)
         if existing is not None and existing.fn is not wf.fn:
             raise DotdoError(f"two different workflows are named {wf.qualname!r}")

@@ -12,8 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from dotdo.compiler import loop_budget
 from dotdo.compiler.codegen import JUMP, RETURN, Frame, Program
 from dotdo.compiler.ir import (
+    DURABLE_KINDS,
     END,
     ApprovalNode,
     BlockNode,
@@ -34,7 +36,12 @@ from dotdo.compiler.ir import (
 from dotdo.dsl.triggers import check_event_name
 from dotdo.engine import serde
 from dotdo.engine.cascade import HUMAN, conclude, read_answer
-from dotdo.errors import CompensationFailed, PermanentError, StepInterrupted
+from dotdo.errors import (
+    CompensationFailed,
+    LoopBudgetExceeded,
+    PermanentError,
+    StepInterrupted,
+)
 
 __all__ = [
     "Call",
@@ -187,9 +194,19 @@ def is_retryable(error: BaseException) -> bool:
 
 
 def advance(
-    program: Program, instance: Any, state: RunState, event: Event, now: float
+    program: Program,
+    instance: Any,
+    state: RunState,
+    event: Event,
+    now: float,
+    budget: int = loop_budget.DEFAULT_LOOP_BUDGET,
 ) -> Transition:
-    """Apply `event` to `state`, then run pure code until the next command."""
+    """Apply `event` to `state`, then run pure code until the next command.
+
+    At most `budget` graph nodes are walked, and at most `budget` iterations of plain
+    `.flow` loops run, before the run fails with LoopBudgetExceeded (it would never end).
+    """
+    loop_budget.arm(budget)
     sends: list[tuple[str, Any]] = []
     if state.compensating is not None:
         return _compensate(program, instance, state, event, now, sends)
@@ -224,7 +241,7 @@ def advance(
         state.node = _next(node)
     elif isinstance(event, TimerFired) and isinstance(node, SleepNode):
         state.node = _next(node)
-    return _run(program, instance, state, now, sends)
+    return _run(program, instance, state, now, sends, budget)
 
 
 def _next(node: Node) -> str:
@@ -232,12 +249,23 @@ def _next(node: Node) -> str:
 
 
 def _run(
-    program: Program, instance: Any, state: RunState, now: float, sends: list[tuple[str, Any]]
+    program: Program,
+    instance: Any,
+    state: RunState,
+    now: float,
+    sends: list[tuple[str, Any]],
+    budget: int | None = None,
 ) -> Transition:
+    """Run pure code from `state.node` until a command; at most `budget` nodes (by default
+    what this transition was armed with)."""
     nodes = program.graph.nodes
     frame = state.frame
     cells = program.cells
+    visits = loop_budget.limit() if budget is None else budget
     while True:
+        visits -= 1
+        if visits < 0:
+            return _out_of_budget(program, instance, state, None)
         node = nodes[state.node]
         code = program.code.get(node.id)
         try:
@@ -314,6 +342,45 @@ def _run(
             outcome = _throw(program, instance, state, node, error, now, sends)
             if outcome is not None:
                 return outcome
+        except loop_budget.OutOfBudget as stop:
+            return _out_of_budget(program, instance, state, stop.line)
+
+
+def _out_of_budget(
+    program: Program, instance: Any, state: RunState, line: int | None
+) -> Transition:
+    """Fail a run whose pure code would not stop. The flow's own `except` and `finally`
+    do not run (they are the code that would not stop); completed steps are compensated.
+    The sends of this transition are dropped with it: a runaway loop may have made many."""
+    graph = program.graph
+    line = line if line is not None else _loop_line(program, state.node)
+    error = LoopBudgetExceeded(
+        f"{graph.file}:{line}: this loop ran more than {loop_budget.limit():,} times with no "
+        "durable operation (a step, sleep, wait, approval or recorded value) in between; "
+        "the run was stopped",
+        graph.file,
+        line,
+    )
+    if state.comp:
+        state.compensating = error
+        state.attempt = 0
+        return _undo_top(instance, state, [])
+    return Transition(state, Finish("failed", error=error), [])
+
+
+def _loop_line(program: Program, node_id: str) -> int:
+    """The line of the loop `node_id` keeps cycling through: the first line of the cycle of
+    non-durable nodes it belongs to (found only when a budget runs out)."""
+    import networkx as nx
+
+    graph = program.graph
+    busy = graph.to_networkx().subgraph(
+        n for n, node in graph.nodes.items() if node.kind not in DURABLE_KINDS
+    )
+    for component in nx.strongly_connected_components(busy):
+        if node_id in component and len(component) > 1:
+            return min(graph.nodes[n].line for n in component)
+    return graph.nodes[node_id].line
 
 
 def _seconds(value: Any) -> float:
