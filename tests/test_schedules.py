@@ -72,11 +72,20 @@ async def _registered(engine: Engine, count: int) -> None:
 
 
 async def _quiet(engine: Engine) -> None:
-    """Let the timer loop notice the clock and finish the runs it started."""
-    for _ in range(3):
-        await asyncio.sleep(0.03)
-        while engine._active:
-            await asyncio.sleep(0.005)
+    """Wait until the timer loop has caught up with the clock: every schedule's next fire is
+    in the future and no run is running (bounded; under load the loop may lag the clock)."""
+    deadline = time.monotonic() + 20
+    settled = 0
+    while settled < 3:
+        await asyncio.sleep(0.02)
+        rows = await engine.store.fetch(
+            "SELECT (SELECT COUNT(*) FROM schedules WHERE next_fire <= ?) AS due, "
+            "(SELECT COUNT(*) FROM runs WHERE status = 'running') AS busy",
+            (engine.clock.now(),),
+        )
+        idle = rows[0]["due"] == 0 and rows[0]["busy"] == 0 and not engine._active
+        settled = settled + 1 if idle else 0
+        assert time.monotonic() < deadline, "the engine did not catch up with the clock"
 
 
 async def _advance(
