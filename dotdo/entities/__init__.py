@@ -16,6 +16,7 @@ from dotdo.entities.client import Client, connect
 from dotdo.entities.errors import (
     ArgumentError,
     CallConflict,
+    CallIdReused,
     EntityAuthError,
     EntityError,
     EntityUnavailable,
@@ -31,6 +32,7 @@ from dotdo.entities.stubs import Stub
 __all__ = [
     "ArgumentError",
     "CallConflict",
+    "CallIdReused",
     "Client",
     "Entities",
     "EntityAuthError",

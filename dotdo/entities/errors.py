@@ -14,6 +14,7 @@ from dotdo.errors import DotdoError, PermanentError
 __all__ = [
     "ArgumentError",
     "CallConflict",
+    "CallIdReused",
     "EntityAuthError",
     "EntityError",
     "EntityUnavailable",
@@ -53,3 +54,9 @@ class EntityUnavailable(EntityError):
 
 class CallConflict(EntityError):
     """Another writer kept changing the instance's state; the call was not applied."""
+
+
+class CallIdReused(EntityError, PermanentError):
+    """A call id the callee already applied came back with another target, method or
+    arguments. The callee refuses it (HTTP 409) instead of answering another call's result:
+    a call id belongs to one request of one caller (see docs/cross-do.md, call identity)."""
