@@ -375,9 +375,22 @@ def _check_refs(value: Any) -> None:
         elif isinstance(item, list | tuple):
             todo.extend(item)
         elif isinstance(item, dict):
+            if any(_holds_ref(k) for k in item):
+                raise ProtocolError("an import reference cannot be a dict key")
             todo.extend(item.values())
-        elif isinstance(item, set | frozenset) and any(isinstance(i, ImportRef) for i in item):
+        elif isinstance(item, set | frozenset) and any(_holds_ref(i) for i in item):
             raise ProtocolError("an import reference cannot be a member of a set")
+
+
+def _holds_ref(value: Any) -> bool:
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, ImportRef):
+            return True
+        if isinstance(item, tuple | frozenset):
+            todo.extend(item)
+    return False
 
 
 def describe_ops(ops: list[Any]) -> str:

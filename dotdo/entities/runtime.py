@@ -5,12 +5,16 @@ registered on the engine, state in the engine's file), its remote routes
 (`remote(engine, "Inventory", url)`) and the dispatcher of its outbox.
 
 A compiled `await self.Inventory(w).reserve(items)` is a step whose callable is
-`call_from_step`: it sends the chain under the step's idempotency key (`run_id:step`),
-which is the callee's call id, so the engine's retries and a resumed run after a crash
-reach a callee that answers the recorded result instead of applying the call again.
+`call_from_step`: it sends the chain under the step's idempotency key, qualified with the
+database's identity (`<db_id>:run_id:step`, see identity.py), which is the callee's call id,
+so the engine's retries and a resumed run after a crash reach a callee that answers the
+recorded result instead of applying the call again, and a caller on another database with
+the same run id never shares it.
+
+Answers are decoded as network data whether the callee is local or remote (`_answer`).
 
 A fire-and-forget `self.User(id).notify(...)` is a step whose callable is `send_from_step`:
-it writes the message into `entity_outbox`, keyed by the same idempotency key, and the
+it writes the message into `entity_outbox`, keyed by the same call id, and the
 message becomes deliverable when the run's journal records that step, i.e. in the
 transaction of the run's next checkpoint. A run that never gets there never sends it; one
 that crashes and runs the step again writes the same key, which is ignored. Delivery is at

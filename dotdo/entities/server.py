@@ -28,6 +28,7 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -182,6 +183,13 @@ def check_bind(host: str, token: str | None) -> str:
     return given
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (unknown path 404, wrong method 405) as JSON too."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    detail = exc.detail if isinstance(exc, HTTPException) else "the server failed"
+    return _error(status, "ProtocolError" if status < 500 else "InternalError", str(detail))
+
+
 def _app(server: Server, lifespan: Any = None) -> Starlette:
     app = Starlette(
         routes=[
@@ -189,6 +197,7 @@ def _app(server: Server, lifespan: Any = None) -> Starlette:
             Route("/dotdo/health", server.health, methods=["GET"]),
         ],
         lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error},
     )
     app.state.dotdo = server
     return app
