@@ -425,7 +425,12 @@ def _short(value: object) -> str:
 
 # ------------------------------------------------------------------------- results
 def encode_error(error: BaseException) -> JSONValue:
-    return serde.encode(error)
+    """An error as its structured record; a PermanentError is marked so, so that a caller
+    that does not have its class still knows not to retry (PermanentRemoteError)."""
+    record = serde.encode(error)
+    if isinstance(error, PermanentError) and isinstance(record, dict):
+        record["permanent"] = True
+    return record
 
 
 def encode_results(outcomes: dict[int, Outcome], pull: list[int]) -> dict[str, JSONValue]:

@@ -46,6 +46,7 @@ from dotdo.entities.errors import (
     EntityAuthError,
     EntityError,
     EntityUnavailable,
+    PermanentRemoteError,
     ProtocolError,
     UnknownEntity,
     UnknownMethod,
@@ -438,14 +439,17 @@ def _answer(outcomes: dict[int, tuple[bool, Any]], pull: int) -> Any:
 
 
 def _error_of(data: Any) -> Exception:
-    """The exception an error record stands for (RemoteError when it is not one here)."""
+    """The exception an error record stands for (RemoteError when it is not one here;
+    PermanentRemoteError when the callee marked it permanent)."""
     try:
         value = serde.decode(data, wire=True)
     except SerializationError as exc:
         return RemoteError("unreadable error", str(exc))
-    if isinstance(value, Exception):
-        return value
-    return RemoteError("not an error", repr(value)[:500])
+    if not isinstance(value, Exception):
+        return RemoteError("not an error", repr(value)[:500])
+    if type(value) is RemoteError and isinstance(data, dict) and data.get("permanent") is True:
+        return PermanentRemoteError(value.type_name, value.message)
+    return value
 
 
 # -------------------------------------------------------------- from workflow steps

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dotdo import DO, Engine, RunFailed, workflow
+from dotdo import DO, Engine, PermanentError, RunFailed, workflow
 from dotdo.engine import serde
 from dotdo.entities import EntityError, ProtocolError, create_app, entities_of, remote, running
 from dotdo.entities.runtime import _answer
@@ -663,6 +663,32 @@ async def test_a_callee_cannot_crash_or_strand_its_caller(
     (record,) = await engine.journal("victim")
     assert record.attempts == 4 and callee.requests == 4  # retried under the default policy
     await _engine_still_works(engine)
+
+
+async def test_an_unknown_permanent_error_still_fails_at_once(
+    fake: tuple[FakeCallee, Engine, VirtualClock],
+) -> None:
+    from dotdo.entities import PermanentRemoteError
+    from dotdo.entities.messages import encode_error
+
+    class OutOfStock(PermanentError):
+        pass
+
+    record = encode_error(OutOfStock("none left"))
+    assert isinstance(record, dict) and record["permanent"] is True
+    callee, engine, clock = fake
+    # The caller does not have the callee's class: RemoteError, marked permanent.
+    callee.answer = {"error": {**record, "cls": "never_imported_module:OutOfStock"}}
+    await engine.start(Asker.ask, "x", run_id="victim")
+    row = await _settled(engine, clock, "victim")
+    assert row["status"] == "failed" and row["lease_owner"] is None
+    (journal,) = await engine.journal("victim")
+    assert journal.attempts == 1 and callee.requests == 1
+    with pytest.raises(RunFailed) as failed:
+        await engine.handle("victim").result(timeout=5)
+    error = failed.value.error
+    assert type(error) is PermanentRemoteError and error.type_name.endswith(":OutOfStock")
+    assert str(error) == "never_imported_module:OutOfStock: none left"
 
 
 @pytest.mark.parametrize(
