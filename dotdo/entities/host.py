@@ -1,10 +1,16 @@
 """The callee's side: run pushed chains on DO instances whose state lives in SQLite.
 
+A batch is checked whole before anything runs: every chain against its class's remote
+surface (chains.py), every call id against the calls already recorded (identity.py); any
+refusal raises, and the server turns it into a 400 or 409.
+
 One call on one instance: take the instance's lock (calls to one instance run one at a time
 in this process; calls to different instances run side by side and their commits share the
 store's group transactions), look the call id up (a call already applied answers with its
-recorded result and runs nothing), load the state, run the chain, then in ONE transaction
-save the state, record the result under the call id and queue the sends the method made.
+recorded result and runs nothing, if it is the same request; another request under that id
+is CallIdReused), load the state, run the chain, then in ONE transaction save the state,
+record the result (with the request's target, chain and digest) under the call id and queue
+the sends the method made.
 That transaction also checks the state's version, so a second process hosting the same
 instance on the same file cannot interleave a lost update: the loser runs the call again on
 the fresh state. A chain that raises saves nothing and records nothing, so the caller's

@@ -3,7 +3,8 @@
 In the spirit of Cap'n Web's HTTP batch mode. A request is
 
     {"v": 1,
-     "push": [{"id": 1, "call": "run-7:Inventory.reserve", "target": ["Inventory", "w1"],
+     "push": [{"id": 1, "call": "<db id>:run-7:Inventory.reserve",
+               "target": ["Inventory", "w1"],
                "ops": [["get", "reserve"], ["call", [<arg>...], {<name>: <arg>}]]}, ...],
      "pull": [1]}
 
@@ -16,6 +17,11 @@ JSON, so a pydantic model, a datetime or a tuple arrives as itself. The answer i
 
 with one result per pulled id. A chain that fails rejects every chain that depends on it,
 with the same error, in the same answer.
+
+Both directions are network data (docs/security.md): `parse_json` bounds what a body may
+be, requests decode with `serde.decode(..., wire=True)` (nothing imported, no code rebuilt,
+only registered data classes), and each pushed chain carries the text and digest of its
+hops that the callee records with its call id.
 """
 
 from __future__ import annotations

@@ -513,6 +513,77 @@ def test_fuzzed_wire_values_decode_only_to_data(tmp_path: Path) -> None:
     assert seen[200] and seen[400]
 
 
+_ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _either(good: Any) -> st.SearchStrategy[Any]:
+    return st.one_of(st.just(good), _ANY_JSON)
+
+
+_ENVELOPE = st.builds(
+    lambda v, ident, call, target, ops, pull, drop: {
+        key: value
+        for key, value in (
+            ("v", v),
+            ("push", [{"id": ident, "call": call, "target": target, "ops": ops}]),
+            ("pull", pull),
+        )
+        if key != drop
+    },
+    _either(1),
+    _either(1),
+    _either("c"),
+    _either(["SecVault", "v"]),
+    _either([["get", "deposit"], ["call", ["a", 1], {}]]) | st.lists(_ANY_JSON, max_size=3),
+    _either([1]),
+    st.sampled_from(["", "v", "push", "pull"]),
+)
+
+
+def test_fuzzed_envelopes_are_answered_or_refused_never_500(tmp_path: Path) -> None:
+    loop = asyncio.new_event_loop()
+    engine = Engine(tmp_path / "fuzz.db").register(SecVault)
+    loop.run_until_complete(engine.open())
+    app = create_app(engine, token=TOKEN)
+    http = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://vault",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+
+    async def probe(body: Any) -> None:
+        RAN.clear()
+        response = await post(http, body)
+        assert response.status_code in (200, 400, 409), (response.status_code, response.text)
+        if response.status_code != 200:
+            error = response.json()["error"]
+            assert isinstance(error["type"], str) and isinstance(error["message"], str)
+            assert RAN == []
+        assert set(RAN) <= {"deposit"}
+
+    @settings(
+        max_examples=300,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(_ENVELOPE | _ANY_JSON | st.binary(max_size=40))
+    def check(body: Any) -> None:
+        loop.run_until_complete(probe(body))
+
+    try:
+        check()
+    finally:
+        loop.run_until_complete(http.aclose())
+        loop.run_until_complete(engine.close())
+        loop.close()
+
+
 # ======================================================================= answers
 @pytest.mark.parametrize(
     "record",
