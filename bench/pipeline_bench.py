@@ -176,7 +176,8 @@ async def concurrent_counters(engine: Engine, server_db: Path, calls: int, keys:
     with sqlite3.connect(server_db) as db:
         states = dict(db.execute("SELECT id, json_extract(state, '$.n') FROM entities"))
         recorded = db.execute(
-            "SELECT COUNT(*), COUNT(DISTINCT call_id) FROM entity_calls WHERE call_id LIKE 'bump-%'"
+            "SELECT COUNT(*), COUNT(DISTINCT call_id) FROM entity_calls "
+            "WHERE call_id LIKE '%:bump-%'"
         ).fetchone()
     return {
         "seconds": elapsed,

@@ -55,7 +55,7 @@ def test_entity_calls_compile_to_named_durable_steps() -> None:
     assert all(s.mode == "do" and s.policy.retries == 3 for s in steps)
     assert steps[0].call == "self.__dotdo_call__"
     assert steps[0].args == ["lambda: self.Counter(key).increment()"]
-    assert [s.name for s in steps_of(Flows.lead_email)] == ["User.org.team.lead.email"]
+    assert [s.name for s in steps_of(Flows.lead_email)] == ["User.org.teams.members.email"]
     assert [s.name for s in steps_of(Flows.email_hop_by_hop)] == [
         "User",
         "User.profile",
@@ -302,7 +302,8 @@ async def test_a_send_recorded_just_before_a_crash_is_delivered_after_it(tmp_pat
         await entities.deliver_pending()
         assert (await entities.state("User", "u3")).inbox == ["hey"]
         applied = await engine.store.fetch("SELECT call_id FROM entity_calls")
-        assert [r["call_id"] for r in applied] == ["ac:User.notify"]
+        db = await entities.db_id()  # call ids start with the caller database's identity
+        assert [r["call_id"] for r in applied] == [f"{db}:ac:User.notify"]
     # The method body may have run twice (the crashed engine's dispatcher can start a delivery
     # whose commit then fails); it was applied once.
     assert APPLIED["notify:u3"] >= 1
@@ -346,7 +347,8 @@ async def test_a_send_is_delivered_once(tmp_path: Path) -> None:
         await eventually(delivered, what="the sends")
         outbox = await entities.outbox()
         assert [r["outcome"] for r in outbox] == ["ok", "ok"]
-        assert {r["call_id"] for r in outbox} == {"s:User.notify", "s1:User.notify"}
+        db = await entities.db_id()  # call ids start with the caller database's identity
+        assert {r["call_id"] for r in outbox} == {f"{db}:s:User.notify", f"{db}:s1:User.notify"}
         await entities.deliver_pending()  # nothing left to deliver, nothing applied again
     assert APPLIED["notify:u"] == 2
 

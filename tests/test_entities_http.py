@@ -186,7 +186,8 @@ async def test_an_oversized_message_is_refused(tmp_path: Path) -> None:
         assert await entity_rows(engine) == ([], [])
 
 
-async def test_an_unknown_class_or_member_is_an_answer_not_a_crash(tmp_path: Path) -> None:
+async def test_an_unknown_class_or_member_is_refused_not_a_crash(tmp_path: Path) -> None:
+    # Refused with 400 before anything runs; the client raises the refusal's own class.
     async with served(tmp_path / "server.db") as (url, engine, server):
         async with connect(url, token=TOKEN) as client:
             with pytest.raises(UnknownEntity, match="Nobody"):

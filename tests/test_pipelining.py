@@ -36,15 +36,15 @@ def caller(tmp_path: Path, url: str, **kwargs: Any) -> Engine:
     return engine
 
 
-async def test_a_five_hop_chain_is_one_request(tmp_path: Path) -> None:
+async def test_a_six_hop_chain_is_one_request(tmp_path: Path) -> None:
     async with served(tmp_path / "server.db") as (url, _, server):
         async with connect(url, token=TOKEN) as client:
-            # org() -> .team("core") -> .lead() -> .email: five hops after the instance.
-            email = await client.User("u").org().team("core").lead().email
+            # org() -> .teams -> ["core"] -> .members -> [0] -> .email: after the call, data.
+            email = await client.User("u").org().teams["core"].members[0].email
             assert email == "g@x.io"
             assert client.requests == 1 and server.requests == 1
-            title = await client.User("u").org().team("core").lead().title()
-            assert title == "Grace"
+            name = await client.User("u").org().teams["core"].members[-1].name
+            assert name == "grace"
             assert client.requests == 2
 
 
@@ -54,7 +54,7 @@ async def test_a_workflow_step_sends_the_whole_chain_at_once(tmp_path: Path) -> 
             handle = await calling.start(Flows.lead_email, "u", "core", run_id="le")
             assert await handle.result(timeout=5) == "g@x.io"
             (record,) = await calling.journal("le")
-        assert record.key == "User.org.team.lead.email"
+        assert record.key == "User.org.teams.members.email"
         assert server.requests == 1
 
 
@@ -73,7 +73,7 @@ async def test_values_keep_their_types_across_the_wire(tmp_path: Path) -> None:
     async with served(tmp_path / "server.db") as (url, _, _server):
         async with connect(url, token=TOKEN) as client:
             assert await client.User("u").profile == Profile()
-            lead = await client.User("u").org().team("core").lead()
+            lead = await client.User("u").org().teams["core"].members[0]
             assert isinstance(lead, Person) and lead.name == "grace"
             value = {"t": (1, 2), 3: {4.5}, "b": b"\x00"}
             assert await client.Counter("k").echo(value) == value
@@ -85,14 +85,14 @@ async def test_an_error_at_a_middle_hop_rejects_the_chain(tmp_path: Path) -> Non
     async with served(tmp_path / "server.db") as (url, _, server):
         async with connect(url, token=TOKEN) as client:
             with pytest.raises(KeyError, match="nope"):
-                await client.User("u").org().team("nope").lead().email
+                await client.User("u").org().teams["nope"].members[0].email
             assert server.requests == 1
 
 
 async def test_an_error_rejects_every_dependent_in_the_same_request(tmp_path: Path) -> None:
     async with served(tmp_path / "server.db") as (url, engine, server):
         async with connect(url, token=TOKEN) as client:
-            failing = client.User("u").org().team("nope").lead().email
+            failing = client.User("u").org().teams["nope"].members[0].email
             dependent = client.Counter("k").add(client.Counter("k").echo(failing))
             with pytest.raises(KeyError, match="nope"):
                 await dependent
@@ -107,9 +107,10 @@ async def test_a_chain_passed_as_an_argument_travels_in_the_same_request(
         async with caller(tmp_path, url) as calling:
             handle = await calling.start(Flows.pipelined_arg, "k", "u", run_id="pa")
             assert await handle.result(timeout=5) == 1  # notify returned the inbox size
+            db = await entities_of(calling).db_id()  # the caller database's identity
         assert server.requests == 1
         calls = [r["call_id"] for r in await engine.store.fetch("SELECT call_id FROM entity_calls")]
-        assert sorted(calls) == ["pa:Counter.add", "pa:Counter.add#1"]
+        assert sorted(calls) == [f"{db}:pa:Counter.add", f"{db}:pa:Counter.add#1"]
         assert (await entities_of(engine).state("User", "u")).inbox == ["counted"]
 
 
@@ -132,7 +133,7 @@ async def test_pipelining_works_in_process_too(tmp_path: Path) -> None:
         assert await (await engine.start(Flows.pipelined_arg, "k", "u")).result(timeout=5) == 1
         entities = entities_of(engine)
         with pytest.raises(KeyError):
-            await entities.Counter("k").add(entities.User("u").org().team("x").lead().email)
+            await entities.Counter("k").add(entities.User("u").org().teams["x"].members[0].email)
         assert (await entities.state("Counter", "k")).n == 1
 
 

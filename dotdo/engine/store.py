@@ -159,6 +159,15 @@ _MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX entity_outbox_due ON entity_outbox(next_try) WHERE delivered_at IS NULL
     """,
+    # 4: call identity (dotdo.entities.identity): a random id for this database, which starts
+    # every call id its engine sends, and, with each applied call, its chain and a digest of
+    # its hops and arguments, so a reused call id with another request is refused.
+    """
+    INSERT INTO meta(key, value) VALUES ('db_id', lower(hex(randomblob(16))))
+        ON CONFLICT(key) DO NOTHING;
+    ALTER TABLE entity_calls ADD COLUMN chain TEXT;
+    ALTER TABLE entity_calls ADD COLUMN digest TEXT
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 

@@ -16,6 +16,7 @@ from dotdo.entities.errors import ProtocolError
 from dotdo.entities.messages import build_batch, decode_results, encode_request
 from dotdo.entities.runtime import _answer
 from dotdo.entities.stubs import EagerSink, Stub, StubFactory
+from dotdo.entities.surface import trust_answers
 from dotdo.entities.transport import RemoteRoute
 
 __all__ = ["Client", "connect"]
@@ -34,6 +35,7 @@ class Client:
 
     def __getattr__(self, name: str) -> StubFactory:
         if name[:1].isupper():
+            trust_answers(name)  # answers decode to the types that class declares, if known
             return StubFactory(name, _ClientSink(self))
         raise AttributeError(name)
 

@@ -9,14 +9,16 @@ there, a refused token, a malformed message, an argument that cannot be sent) ar
 
 from __future__ import annotations
 
-from dotdo.errors import DotdoError, PermanentError
+from dotdo.errors import DotdoError, PermanentError, RemoteError
 
 __all__ = [
     "ArgumentError",
     "CallConflict",
+    "CallIdReused",
     "EntityAuthError",
     "EntityError",
     "EntityUnavailable",
+    "PermanentRemoteError",
     "ProtocolError",
     "UnknownEntity",
     "UnknownMethod",
@@ -53,3 +55,21 @@ class EntityUnavailable(EntityError):
 
 class CallConflict(EntityError):
     """Another writer kept changing the instance's state; the call was not applied."""
+
+
+class CallIdReused(EntityError, PermanentError):
+    """A call id the callee already applied came back with another target, method or
+    arguments. The callee refuses it (HTTP 409) instead of answering another call's result:
+    a call id belongs to one request of one caller (see docs/cross-do.md, call identity)."""
+
+
+class PermanentRemoteError(RemoteError, PermanentError):
+    """A callee's PermanentError whose class the caller does not have: a RemoteError (type
+    name and message) that still fails the caller's step at once instead of retrying."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(type_name, message)
+        self.args = (type_name, message)  # so that it is stored and rebuilt as itself
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}"

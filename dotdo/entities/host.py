@@ -1,10 +1,16 @@
 """The callee's side: run pushed chains on DO instances whose state lives in SQLite.
 
+A batch is checked whole before anything runs: every chain against its class's remote
+surface (chains.py), every call id against the calls already recorded (identity.py); any
+refusal raises, and the server turns it into a 400 or 409.
+
 One call on one instance: take the instance's lock (calls to one instance run one at a time
 in this process; calls to different instances run side by side and their commits share the
 store's group transactions), look the call id up (a call already applied answers with its
-recorded result and runs nothing), load the state, run the chain, then in ONE transaction
-save the state, record the result under the call id and queue the sends the method made.
+recorded result and runs nothing, if it is the same request; another request under that id
+is CallIdReused), load the state, run the chain, then in ONE transaction save the state,
+record the result (with the request's target, chain and digest) under the call id and queue
+the sends the method made.
 That transaction also checks the state's version, so a second process hosting the same
 instance on the same file cannot interleave a lost update: the loser runs the call again on
 the fresh state. A chain that raises saves nothing and records nothing, so the caller's
@@ -30,8 +36,15 @@ from dotdo.dsl.do import DO
 from dotdo.engine import serde
 from dotdo.engine.serde import JSONValue
 from dotdo.engine.store import Store
-from dotdo.entities.chains import check_ops, run_chain
-from dotdo.entities.errors import CallConflict, EntityError, UnknownEntity, UnknownMethod
+from dotdo.entities.chains import Plan, check_chain, run_chain
+from dotdo.entities.errors import (
+    CallConflict,
+    CallIdReused,
+    EntityError,
+    ProtocolError,
+    UnknownEntity,
+)
+from dotdo.entities.identity import check_repeat, derived
 from dotdo.entities.messages import (
     ImportRef,
     Item,
@@ -42,6 +55,7 @@ from dotdo.entities.messages import (
     encode_results,
 )
 from dotdo.entities.stubs import Stub, host_sink, initial_state
+from dotdo.entities.surface import surface_of
 from dotdo.errors import SerializationError
 
 if TYPE_CHECKING:
@@ -55,9 +69,11 @@ MAX_CONFLICTS = 50
 
 
 _LOAD = (
-    "SELECT (SELECT result FROM entity_calls WHERE call_id = ?) AS result, "
-    "e.state AS state, e.version AS version "
-    "FROM (SELECT ? AS cls, ? AS id) AS k LEFT JOIN entities AS e ON e.cls = k.cls AND e.id = k.id"
+    "SELECT c.result AS result, c.cls AS call_cls, c.id AS call_key, c.chain AS chain, "
+    "c.digest AS digest, e.state AS state, e.version AS version "
+    "FROM (SELECT ? AS call_id, ? AS cls, ? AS id) AS k "
+    "LEFT JOIN entity_calls AS c ON c.call_id = k.call_id "
+    "LEFT JOIN entities AS e ON e.cls = k.cls AND e.id = k.id"
 )
 """A call's recorded result (if it was applied) and the instance's state, in one read."""
 
@@ -102,92 +118,115 @@ class EntityHost:
         """Calls run and committed by this host (deduplicated repeats not counted)."""
 
     # --------------------------------------------------------------------- batches
-    async def handle(self, request: Any, *, trusted: bool = True) -> dict[str, JSONValue]:
-        """Answer one request message (a JSON object); ProtocolError if it is malformed."""
-        items, pull = decode_request(request, trusted=trusted)
-        outcomes = await self.execute(items)
-        return encode_results(outcomes, pull)
+    async def handle(self, request: Any) -> dict[str, JSONValue]:
+        """Answer one request message (a JSON object).
 
-    async def execute(self, items: list[Item]) -> dict[int, Outcome]:
-        """Run every chain of a batch; a chain waits for the imports its arguments use.
-
-        Mistakes visible before running anything reject the whole batch: a malformed hop
-        raises ProtocolError (the message is refused); an unknown class or member is the
-        answer of every chain (a batch is one logical call of its caller, and half of it
-        applied would be a surprise).
+        A batch is one logical call of its caller, so what is wrong with any of it refuses
+        all of it before anything runs, by raising: ProtocolError (malformed), UnknownEntity,
+        UnknownMethod, ArgumentError (HTTP 400), CallIdReused (409). Errors once chains run
+        are answers.
         """
         classes = self._classes()
-        try:
-            for item in items:
-                cls = classes.get(item.cls)
-                if cls is None:
-                    known = ", ".join(sorted(classes)) or "none"
-                    raise UnknownEntity(
-                        f"no DO class named {item.cls!r} is hosted here (hosted: {known})"
-                    )
-                check_ops(cls, item.ops)
-        except (UnknownEntity, UnknownMethod) as exc:
-            error = encode_error(exc)
-            return {item.id: (False, error) for item in items}
+        for cls in classes.values():
+            surface_of(cls)  # registers the data classes its annotations declare
+        items, pull = decode_request(request)
+        plans = _plan(items, classes)
+        await self._check_ids(items, plans)
+        outcomes = await self.execute(items, plans)
+        return encode_results(outcomes, pull)
+
+    async def execute(self, items: list[Item], plans: dict[int, Plan]) -> dict[int, Outcome]:
+        """Run every checked chain of a batch; a chain waits for the imports it uses."""
         tasks: dict[int, asyncio.Task[Outcome]] = {}
         for item in items:
             deps = {i: tasks[i] for i in item.refs()}
-            tasks[item.id] = asyncio.ensure_future(self._run_item(classes[item.cls], item, deps))
+            tasks[item.id] = asyncio.ensure_future(self._run_item(item, plans[item.id], deps))
         await asyncio.gather(*tasks.values())
         return {ident: task.result() for ident, task in tasks.items()}
 
+    async def _check_ids(self, items: list[Item], plans: dict[int, Plan]) -> None:
+        """Refuse a batch that reuses an applied call id for another request (before
+        running anything; `apply` checks again under the instance's lock)."""
+        writes = [item for item in items if plans[item.id].method is not None]
+        if len({item.call for item in writes}) != len(writes):
+            raise ProtocolError("two chains of one message that call methods share a call id")
+        for start in range(0, len(writes), 500):
+            chunk = writes[start : start + 500]
+            rows = await self._store().fetch(
+                "SELECT call_id, cls, id, chain, digest FROM entity_calls WHERE call_id IN "
+                f"({', '.join('?' * len(chunk))})",
+                [item.call for item in chunk],
+            )
+            recorded = {row["call_id"]: row for row in rows}
+            for item in chunk:
+                row = recorded.get(item.call)
+                if row is not None:
+                    found = (row["cls"], row["id"], row["chain"], row["digest"])
+                    check_repeat(item.call, found, (item.cls, item.key), item.chain, item.digest)
+
     async def _run_item(
-        self, cls: type[DO], item: Item, deps: dict[int, asyncio.Task[Outcome]]
+        self, item: Item, plan: Plan, deps: dict[int, asyncio.Task[Outcome]]
     ) -> Outcome:
         values: dict[int, Any] = {}
         for ident, task in deps.items():
             ok, data = await task
             if not ok:
                 return False, data  # an error at any hop rejects every dependent with it
-            values[ident] = serde.decode(data)
-        ops = [_substitute(op, values) for op in item.ops] if values else item.ops
+            values[ident] = serde.decode(data, wire=True)
+        if values:  # imports are arguments: the call is always the chain's second hop
+            call = plan.ops[1]
+            plan = plan.with_call(_swap(list(call[1]), values), _swap(dict(call[2]), values))
         try:
-            return await self.apply(cls, item.key, item.call, ops)
+            return await self.apply(item, plan)
         except Exception as exc:  # a bug of ours must still answer, as a value
             log.exception("entity call %s failed inside the host", item.call)
             return False, encode_error(exc)
 
     # ----------------------------------------------------------------- one call
-    async def apply(self, cls: type[DO], key: str, call_id: str, ops: list[Any]) -> Outcome:
-        """Run one chain on one instance, exactly once per call id.
+    async def apply(self, item: Item, plan: Plan) -> Outcome:
+        """Run one checked chain on one instance, exactly once per call id.
 
         A chain without a call (`User(id).profile.email`, or the bare instance: its state)
         is a read: it runs on the committed state and records nothing.
         """
+        cls, key, call_id = plan.surface.cls, item.key, item.call
         name = cls.__name__
         async with self._lock(name, key):
             store = self._store()
-            if not any(op[0] == "call" for op in ops):
-                return await self._read(cls, key, ops)
+            if plan.method is None:
+                return await self._read(cls, key, plan)
+            db = await self.runtime.db_id()
             for _ in range(MAX_CONFLICTS):
                 row = await store.fetch_one(_LOAD, (call_id, name, key))
                 assert row is not None
-                if row["result"] is not None:
-                    return True, json.loads(row["result"])  # applied before: answer again
+                if row["result"] is not None:  # applied before: answer again, if the same
+                    found = (row["call_cls"], row["call_key"], row["chain"], row["digest"])
+                    try:
+                        check_repeat(call_id, found, (name, key), item.chain, item.digest)
+                    except CallIdReused as exc:
+                        return False, encode_error(exc)
+                    return True, json.loads(row["result"])
                 version = None if row["version"] is None else int(row["version"])
                 instance = cls(key)
-                sink = _HostSink(self.runtime, call_id, (name, key))
+                sink = _HostSink(self.runtime, db, call_id, (name, key))
                 try:
                     instance.state = load_state(cls, row["state"])
                     with host_sink(sink):
-                        value = await run_chain(instance, ops, resolve=sink.resolve_arg)
-                    encoded = _encode_result(cls, ops, value)
+                        value = await run_chain(instance, plan, resolve=sink.resolve_arg)
+                    encoded = _encode_result(cls, plan.ops, value)
                     state = dump_state(cls, instance.state)
                     sends = await sink.outgoing()
-                except Exception as exc:
-                    return False, encode_error(exc)
-                job = _Commit(name, key, call_id, version, state, encoded, sends, self._now())
+                except BaseException as exc:
+                    return self._failed(exc)
+                job = _Commit(item, version, state, encoded, sends, self._now())
                 try:
-                    found = await store.write(job.run)
+                    committed = await store.write(job.run)
                 except _Conflict:
                     continue
-                if found is not None:
-                    return True, found
+                except CallIdReused as exc:  # the same id, committed meanwhile by another
+                    return False, encode_error(exc)
+                if committed is not None:
+                    return True, committed
                 self.applied += 1
                 if sends:
                     self.runtime.kick()
@@ -196,21 +235,39 @@ class EntityHost:
                 CallConflict(f"{name}({key!r}) kept changing under call {call_id!r}; not applied")
             )
 
-    async def _read(self, cls: type[DO], key: str, ops: list[Any]) -> Outcome:
+    async def _read(self, cls: type[DO], key: str, plan: Plan) -> Outcome:
         row = await self._store().fetch_one(
             "SELECT state FROM entities WHERE cls = ? AND id = ?", (cls.__name__, key)
         )
         instance = cls(key)
         # A read is not deduplicated, so calls it makes (a property returning a stub) must
         # not share ids with those of an earlier read either.
-        sink = _HostSink(self.runtime, f"read:{uuid.uuid4().hex}", (cls.__name__, key))
+        db = await self.runtime.db_id()
+        sink = _HostSink(self.runtime, db, f"read:{uuid.uuid4().hex}", (cls.__name__, key))
         try:
             instance.state = load_state(cls, None if row is None else row["state"])
             with host_sink(sink):
-                value = await run_chain(instance, ops, resolve=sink.resolve_arg)
-            return True, _encode_result(cls, ops, value)
-        except Exception as exc:
-            return False, encode_error(exc)
+                value = await run_chain(instance, plan, resolve=sink.resolve_arg)
+            return True, _encode_result(cls, plan.ops, value)
+        except BaseException as exc:
+            return self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> Outcome:
+        """A chain raised: its error is the answer (the caller decodes it as network data).
+
+        Whatever the method raised, a KeyboardInterrupt, SystemExit or CancelledError of its
+        own included, is the callee's failure, not the caller's nor this host's: it goes
+        back as an error record (the caller sees RemoteError). Only this task being
+        cancelled, or this engine dying (a simulated crash), goes through.
+        """
+        if not isinstance(exc, Exception):
+            if isinstance(exc, asyncio.CancelledError):
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise exc
+            elif not self.runtime.alive():
+                raise exc
+        return False, encode_error(exc)
 
     def _lock(self, cls: str, key: str) -> _Held:
         return _Held(self._locks, (cls, key))
@@ -252,9 +309,7 @@ class _Held:
 class _Commit:
     """The one transaction of a call: dedup check, versioned state save, result, sends."""
 
-    cls: str
-    key: str
-    call_id: str
+    item: Item
     version: int | None
     state: str
     result: JSONValue
@@ -262,31 +317,46 @@ class _Commit:
     now: float
 
     async def run(self, conn: aiosqlite.Connection) -> JSONValue | None:
+        item = self.item
         rows = list(
             await conn.execute_fetchall(
-                "SELECT result FROM entity_calls WHERE call_id = ?", (self.call_id,)
+                "SELECT result, cls, id, chain, digest FROM entity_calls WHERE call_id = ?",
+                (item.call,),
             )
         )
         if rows:
-            found: JSONValue = json.loads(rows[0][0])
+            result, cls, key, chain, digest = rows[0]
+            check_repeat(
+                item.call, (cls, key, chain, digest), (item.cls, item.key), item.chain, item.digest
+            )
+            found: JSONValue = json.loads(result)
             return found
         if self.version is None:
             cursor = await conn.execute(
                 "INSERT INTO entities(cls, id, state, version, updated_at) VALUES (?, ?, ?, 1, ?) "
                 "ON CONFLICT(cls, id) DO NOTHING",
-                (self.cls, self.key, self.state, self.now),
+                (item.cls, item.key, self.state, self.now),
             )
         else:
             cursor = await conn.execute(
                 "UPDATE entities SET state = ?, version = version + 1, updated_at = ? "
                 "WHERE cls = ? AND id = ? AND version = ?",
-                (self.state, self.now, self.cls, self.key, self.version),
+                (self.state, self.now, item.cls, item.key, self.version),
             )
         if cursor.rowcount != 1:
             raise _Conflict()
         await conn.execute(
-            "INSERT INTO entity_calls(call_id, cls, id, result, created_at) VALUES (?, ?, ?, ?, ?)",
-            (self.call_id, self.cls, self.key, json.dumps(self.result), self.now),
+            "INSERT INTO entity_calls(call_id, cls, id, result, created_at, chain, digest) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                item.call,
+                item.cls,
+                item.key,
+                json.dumps(self.result),
+                self.now,
+                item.chain,
+                item.digest,
+            ),
         )
         if self.sends:
             await conn.executemany(
@@ -297,22 +367,24 @@ class _Commit:
         return None
 
 
+def _plan(items: list[Item], classes: Mapping[str, type[DO]]) -> dict[int, Plan]:
+    """Check every chain of a batch against its class's remote surface."""
+    plans: dict[int, Plan] = {}
+    for item in items:
+        cls = classes.get(item.cls)
+        if cls is None:
+            known = ", ".join(sorted(classes)) or "none"
+            raise UnknownEntity(f"no DO class named {item.cls!r} is hosted here (hosted: {known})")
+        plans[item.id] = check_chain(cls, item.ops)
+    return plans
+
+
 def _encode_result(cls: type[DO], ops: list[Any], value: Any) -> JSONValue:
     try:
         return serde.encode(value)
     except SerializationError as exc:
         names = ".".join([cls.__name__, *(str(op[1]) for op in ops if op[0] == "get")])
         raise EntityError(f"{names} returned a value that cannot be sent back: {exc}") from None
-
-
-def _substitute(op: Any, values: dict[int, Any]) -> Any:
-    if op[0] != "call":
-        return op
-    return (
-        "call",
-        [_swap(a, values) for a in op[1]],
-        {k: _swap(v, values) for k, v in op[2].items()},
-    )
 
 
 def _swap(value: Any, values: dict[int, Any]) -> Any:
@@ -332,12 +404,13 @@ def _swap(value: Any, values: dict[int, Any]) -> Any:
 class _HostSink:
     """Stubs made inside an entity method: awaited ones go out now, others at commit.
 
-    Their call ids derive from the enclosing call's id and the chain's content (plus an
-    occurrence count), so when the enclosing call runs again after a failure, its nested
-    calls reuse their ids and the callees do not apply them twice.
+    Their call ids derive from this database's identity, the enclosing call's id and the
+    chain's content (plus an occurrence count), so when the enclosing call runs again after
+    a failure, its nested calls reuse their ids and the callees do not apply them twice.
     """
 
     runtime: Entities
+    db: str
     parent: str
     here: tuple[str, str]
     pending: list[Stub] = field(default_factory=list)
@@ -350,7 +423,7 @@ class _HostSink:
     async def resolve(self, stub: Stub) -> Any:
         stub.claim()
         self._check(stub)
-        return await self.runtime.call(stub, call_id=self.derive(stub, "call"))
+        return await self.runtime.send_call(stub, self.derive(stub, "call"))
 
     async def resolve_arg(self, value: Any) -> Any:
         return value
@@ -358,7 +431,7 @@ class _HostSink:
     def derive(self, stub: Stub, kind: str) -> str:
         digest = _digest(stub)
         self.seen[digest] += 1
-        return f"{self.parent}/{kind}:{digest}:{self.seen[digest]}"
+        return derived(self.db, self.parent, kind, digest, self.seen[digest])
 
     def _check(self, stub: Stub) -> None:
         if stub.target == self.here:

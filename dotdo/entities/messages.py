@@ -3,7 +3,8 @@
 In the spirit of Cap'n Web's HTTP batch mode. A request is
 
     {"v": 1,
-     "push": [{"id": 1, "call": "run-7:Inventory.reserve", "target": ["Inventory", "w1"],
+     "push": [{"id": 1, "call": "<db id>:run-7:Inventory.reserve",
+               "target": ["Inventory", "w1"],
                "ops": [["get", "reserve"], ["call", [<arg>...], {<name>: <arg>}]]}, ...],
      "pull": [1]}
 
@@ -16,33 +17,44 @@ JSON, so a pydantic model, a datetime or a tuple arrives as itself. The answer i
 
 with one result per pulled id. A chain that fails rejects every chain that depends on it,
 with the same error, in the same answer.
+
+Both directions are network data (docs/security.md): `parse_json` bounds what a body may
+be, requests decode with `serde.decode(..., wire=True)` (nothing imported, no code rebuilt,
+only registered data classes), and each pushed chain carries the text and digest of its
+hops that the callee records with its call id.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
-import sys
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from dotdo.engine import serde
 from dotdo.engine.serde import JSONValue
+from dotdo.entities import errors as _errors
 from dotdo.entities.errors import ArgumentError, ProtocolError
 from dotdo.entities.stubs import Op, Stub, _sent_prefix
-from dotdo.errors import SerializationError
+from dotdo.errors import DotdoError, PermanentError, SerializationError, StepTimeout
 
 __all__ = [
     "MAX_BODY",
+    "MAX_DEPTH",
     "MAX_ITEMS",
+    "MAX_OPS",
     "VERSION",
     "ImportRef",
     "Item",
     "Outcome",
     "build_batch",
+    "claim_chain",
     "decode_request",
     "decode_results",
+    "describe_ops",
     "encode_error",
     "encode_request",
     "encode_results",
@@ -52,6 +64,11 @@ __all__ = [
 VERSION = 1
 MAX_ITEMS = 1000
 MAX_BODY = 8 * 1024 * 1024
+MAX_DEPTH = 200
+"""Nesting of a message's JSON: far above what values need, far below the stack's limit."""
+MAX_OPS = 64
+MAX_CALL_ID = 1000
+MAX_KEY = 1000
 
 Outcome = tuple[bool, JSONValue]
 """(True, encoded value) or (False, encoded exception)."""
@@ -64,15 +81,30 @@ class ImportRef:
     id: int
 
 
+# What the wire may name besides the app's own types: import references, and the errors of
+# dotdo and of cross-DO calls (so a remote refusal comes back as itself, with its policy).
+serde.register_types(
+    ImportRef,
+    DotdoError,
+    PermanentError,
+    StepTimeout,
+    SerializationError,
+    *(getattr(_errors, name) for name in _errors.__all__),
+)
+
+
 @dataclass
 class Item:
-    """One pushed chain."""
+    """One pushed chain; `chain` and `digest` (of its hops and arguments as they travel)
+    are what the callee records with the call id, to refuse a reused id."""
 
     id: int
     call: str
     cls: str
     key: str
     ops: list[Op]
+    chain: str = ""
+    digest: str = ""
 
     def refs(self) -> set[int]:
         found: set[int] = set()
@@ -109,7 +141,7 @@ async def build_batch(
     `call_id` in a fixed order (`call_id#1`, `#2`...), so a retry of the batch reuses them.
     Returns the items and the import id of `stub` itself.
     """
-    _claim_nested(stub)
+    claim_chain(stub)
     items: list[Item] = []
     counter = itertools.count(1)
 
@@ -145,7 +177,7 @@ async def build_batch(
     return items, pull
 
 
-def _claim_nested(stub: Stub) -> None:
+def claim_chain(stub: Stub) -> None:
     """Claim every stub among the arguments before anything awaits, so an eager sink does
     not also send one of them on its own while the batch is being built."""
     todo: list[Any] = [stub]
@@ -197,92 +229,214 @@ def _describe(item: Item) -> str:
 
 
 def parse_json(body: bytes) -> Any:
+    """A message body as JSON data; ProtocolError (never anything else) if it is not one.
+
+    Besides the size cap: nesting deeper than MAX_DEPTH, numbers too long to convert, text
+    that is not UTF-8 and lone surrogates (which no database or encoder accepts) are refused.
+    """
     if len(body) > MAX_BODY:
         raise ProtocolError(f"the message is larger than {MAX_BODY} bytes")
     try:
-        return json.loads(body)
+        data = json.loads(body)
+    except RecursionError:
+        raise ProtocolError(f"the message nests deeper than {MAX_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"the message body is not JSON: {exc}") from None
+        raise ProtocolError(f"the message body is not JSON: {_short(exc)}") from None
+    _check_depth(data)
+    if _SURROGATE.search(body):
+        _check_text(data)
+    return data
 
 
-def decode_request(data: Any, *, trusted: bool = True) -> tuple[list[Item], list[int]]:
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _check_depth(data: Any) -> None:
+    todo: list[tuple[Any, int]] = [(data, 1)]
+    while todo:
+        value, depth = todo.pop()
+        if type(value) is list:
+            items: Iterable[Any] = value
+        elif type(value) is dict:
+            items = value.values()
+        else:
+            continue
+        if depth >= MAX_DEPTH:
+            raise ProtocolError(f"the message nests deeper than {MAX_DEPTH} levels")
+        todo.extend((v, depth + 1) for v in items)
+
+
+def _check_text(data: Any) -> None:
+    todo = [data]
+    while todo:
+        value = todo.pop()
+        if type(value) is str:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ProtocolError("the message has text with a lone surrogate") from None
+        elif type(value) is list:
+            todo.extend(value)
+        elif type(value) is dict:
+            todo.extend(value)
+            todo.extend(value.values())
+
+
+def decode_request(data: Any) -> tuple[list[Item], list[int]]:
     """Check the shape of a request and decode its values; ProtocolError says what is wrong.
 
-    An untrusted request (from the network) may only name classes whose modules this
-    process has already imported, so decoding it cannot import code as a side effect.
+    Values decode as network data (`serde.decode(..., wire=True)`): JSON values and the data
+    classes this process registered, never a function, a class, a module or an exception
+    outside `Exception`, and nothing is imported. A request built in this process (the local
+    route) is decoded the same way, so a call behaves the same wherever its callee lives.
     """
+    try:
+        return _decode_request(data)
+    except RecursionError:
+        raise ProtocolError(f"the message nests deeper than {MAX_DEPTH} levels") from None
+
+
+def _decode_request(data: Any) -> tuple[list[Item], list[int]]:
     if not isinstance(data, dict):
         raise ProtocolError("a message is a JSON object with 'v', 'push' and 'pull'")
-    if data.get("v") != VERSION:
-        raise ProtocolError(f"unsupported message version {data.get('v')!r} (this is {VERSION})")
+    if data.get("v") != VERSION or type(data.get("v")) is not int:
+        raise ProtocolError(f"unsupported message version {_short(data.get('v'))} (this is 1)")
     push, pull = data.get("push"), data.get("pull")
     if not isinstance(push, list) or not isinstance(pull, list):
         raise ProtocolError("'push' and 'pull' must be lists")
-    if len(push) > MAX_ITEMS:
-        raise ProtocolError(f"a message pushes at most {MAX_ITEMS} chains")
-    if not trusted:
-        _check_classes(push)
+    if len(push) > MAX_ITEMS or len(pull) > MAX_ITEMS:
+        raise ProtocolError(f"a message pushes and pulls at most {MAX_ITEMS} chains")
     items: list[Item] = []
     seen: set[int] = set()
     for n, raw in enumerate(push):
         if not isinstance(raw, dict):
             raise ProtocolError(f"push[{n}] must be an object")
         ident, call, target, ops = raw.get("id"), raw.get("call"), raw.get("target"), raw.get("ops")
-        if not isinstance(ident, int) or isinstance(ident, bool) or ident in seen:
+        if type(ident) is not int or ident in seen:
             raise ProtocolError(f"push[{n}].id must be a new integer")
-        if not isinstance(call, str) or not call or len(call) > 1000:
-            raise ProtocolError(f"push[{n}].call must be a non-empty call id")
+        if not isinstance(call, str) or not call or len(call) > MAX_CALL_ID:
+            raise ProtocolError(f"push[{n}].call must be a call id of 1 to {MAX_CALL_ID} chars")
         if (
             not isinstance(target, list)
             or len(target) != 2
-            or not all(isinstance(t, str) and t for t in target)
+            or not all(isinstance(t, str) and 0 < len(t) <= MAX_KEY for t in target)
+            or not target[0].isidentifier()
         ):
             raise ProtocolError(f"push[{n}].target must be [class name, instance id]")
         if not isinstance(ops, list) or not all(isinstance(op, list) and op for op in ops):
             raise ProtocolError(f"push[{n}].ops must be a list of hops")
+        if len(ops) > MAX_OPS:
+            raise ProtocolError(f"push[{n}]: a chain has at most {MAX_OPS} hops")
         try:
             decoded = [_decode_op(op) for op in ops]
         except SerializationError as exc:
+            raise ProtocolError(f"push[{n}]: {_short(exc)}") from None
+        except ProtocolError as exc:
             raise ProtocolError(f"push[{n}]: {exc}") from None
-        item = Item(id=ident, call=call, cls=target[0], key=target[1], ops=decoded)
+        item = Item(
+            id=ident,
+            call=call,
+            cls=target[0],
+            key=target[1],
+            ops=decoded,
+            chain=describe_ops(ops),
+            digest=_digest(ops),
+        )
         missing = item.refs() - seen
         if missing:
             raise ProtocolError(f"push[{n}] refers to imports {sorted(missing)} not pushed before")
         seen.add(ident)
         items.append(item)
-    if not all(isinstance(p, int) and p in seen for p in pull):
+    if not all(type(p) is int and p in seen for p in pull):
         raise ProtocolError("'pull' must list ids of pushed chains")
     return items, pull
 
 
 def _decode_op(op: list[Any]) -> Op:
-    if op[0] == "call" and len(op) == 3:
-        args, kwargs = serde.decode(op[1]), serde.decode(op[2])
+    kind = op[0]
+    if kind == "call" and len(op) == 3:
+        args, kwargs = serde.decode(op[1], wire=True), serde.decode(op[2], wire=True)
         if not isinstance(args, list) or not isinstance(kwargs, dict):
             raise ProtocolError("a call hop takes a list of args and an object of kwargs")
+        _check_refs(args)
+        _check_refs(kwargs)
         return ("call", args, kwargs)
-    if op[0] == "item" and len(op) == 2:
-        return ("item", serde.decode(op[1]))
-    return tuple(op)
+    if kind == "item" and len(op) == 2:
+        return ("item", serde.decode(op[1], wire=True))
+    if kind == "get" and len(op) == 2:
+        return ("get", op[1])
+    raise ProtocolError(
+        f'a hop is ["get", name], ["item", key] or ["call", args, kwargs], not {_short(op)}'
+    )
 
 
-def _check_classes(value: Any) -> None:
-    if isinstance(value, list):
-        for v in value:
-            _check_classes(v)
-    elif isinstance(value, dict):
-        path = value.get("cls") if "$t" in value else None
-        if isinstance(path, str) and path.partition(":")[0] not in sys.modules:
-            raise ProtocolError(
-                f"the message names class {path!r}, whose module this server has not loaded"
-            )
-        for v in value.values():
-            _check_classes(v)
+def _check_refs(value: Any) -> None:
+    """Import references are pipelined results: an integer id, and only inside arguments."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, ImportRef):
+            if type(item.id) is not int:
+                raise ProtocolError(f"an import reference has an integer id, not {_short(item.id)}")
+        elif isinstance(item, list | tuple):
+            todo.extend(item)
+        elif isinstance(item, dict):
+            if any(_holds_ref(k) for k in item):
+                raise ProtocolError("an import reference cannot be a dict key")
+            todo.extend(item.values())
+        elif isinstance(item, set | frozenset) and any(_holds_ref(i) for i in item):
+            raise ProtocolError("an import reference cannot be a member of a set")
+
+
+def _holds_ref(value: Any) -> bool:
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, ImportRef):
+            return True
+        if isinstance(item, tuple | frozenset):
+            todo.extend(item)
+    return False
+
+
+def describe_ops(ops: list[Any]) -> str:
+    """A chain as text without its values (`reserve(…)`, `profile.email`), for records."""
+    text = ""
+    for op in ops[:MAX_OPS]:
+        kind = op[0] if isinstance(op, list | tuple) and op else None
+        if kind == "get" and len(op) == 2 and isinstance(op[1], str):
+            text += f".{op[1][:100]}"
+        elif kind == "item":
+            text += "[…]"
+        else:
+            text += "(…)"
+    return text.lstrip(".")
+
+
+def _digest(ops: list[Any]) -> str:
+    text = json.dumps(ops, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _short(value: object) -> str:
+    text = (
+        value
+        if isinstance(value, str)
+        else str(value)
+        if isinstance(value, Exception)
+        else repr(value)
+    )
+    return text if len(text) <= 200 else text[:200] + "…"
 
 
 # ------------------------------------------------------------------------- results
 def encode_error(error: BaseException) -> JSONValue:
-    return serde.encode(error)
+    """An error as its structured record; a PermanentError is marked so, so that a caller
+    that does not have its class still knows not to retry (PermanentRemoteError)."""
+    record = serde.encode(error)
+    if isinstance(error, PermanentError) and isinstance(record, dict):
+        record["permanent"] = True
+    return record
 
 
 def encode_results(outcomes: dict[int, Outcome], pull: list[int]) -> dict[str, JSONValue]:

@@ -19,7 +19,7 @@ from typing import Any
 from dotdo.dsl import do as _do
 from dotdo.dsl.do import DO
 from dotdo.engine import serde
-from dotdo.entities.chains import check_ops, run_chain, run_ops
+from dotdo.entities.chains import check_chain, read_data, run_chain
 from dotdo.entities.errors import ArgumentError, UnknownEntity
 from dotdo.entities.stubs import EagerSink, Stub
 from dotdo.errors import SerializationError
@@ -68,7 +68,7 @@ def _lock(key: tuple[type[DO], str]) -> asyncio.Lock:
 
 def _copy(value: Any, what: str) -> Any:
     try:
-        return serde.decode(serde.encode(value))
+        return serde.decode(serde.encode(value), wire=True)
     except SerializationError as exc:
         raise ArgumentError(f"{what} cannot be sent: {exc}") from None
 
@@ -78,28 +78,25 @@ class _PlainSink(EagerSink):
         self.scope = scope
 
     async def send(self, stub: Stub) -> Any:
-        return await self._apply(stub, None, list(stub.ops))
+        return await self._apply(stub, list(stub.ops))
 
     async def _run(self, stub: Stub, base: Stub | None) -> Any:
         if base is None:
             return await self.send(stub)
         assert base._task is not None
-        value = await base._task
-        return await self._apply(stub, value, list(stub.ops[len(base.ops) :]))
+        value = await base._task  # the rest of a chain whose prefix was sent: data hops only
+        rest = stub.ops[len(base.ops) :]
+        return _copy(read_data(value, rest, repr(base)), f"the result of {stub!r}")
 
-    async def _apply(self, stub: Stub, start: Any, ops: list[Any]) -> Any:
+    async def _apply(self, stub: Stub, ops: list[Any]) -> Any:
         cls = _class(stub.target[0], self.scope)
-        if start is None:
-            check_ops(cls, ops)
+        plan = check_chain(cls, ops, coerce=False)  # arguments are coerced once resolved
         instance = plain_entity(cls, stub.target[1])
         async with _lock((cls, stub.target[1])):
             saved = instance.state
             snapshot = saved.model_copy(deep=True) if saved is not None else None
             try:
-                if start is None:
-                    value = await run_chain(instance, ops, resolve=self.resolve_arg)
-                else:
-                    value = await run_ops(start, ops, resolve=self.resolve_arg)
+                value = await run_chain(instance, plan, resolve=self.resolve_arg)
             except BaseException:
                 instance.state = snapshot
                 raise

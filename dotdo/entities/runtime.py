@@ -5,12 +5,16 @@ registered on the engine, state in the engine's file), its remote routes
 (`remote(engine, "Inventory", url)`) and the dispatcher of its outbox.
 
 A compiled `await self.Inventory(w).reserve(items)` is a step whose callable is
-`call_from_step`: it sends the chain under the step's idempotency key (`run_id:step`),
-which is the callee's call id, so the engine's retries and a resumed run after a crash
-reach a callee that answers the recorded result instead of applying the call again.
+`call_from_step`: it sends the chain under the step's idempotency key, qualified with the
+database's identity (`<db_id>:run_id:step`, see identity.py), which is the callee's call id,
+so the engine's retries and a resumed run after a crash reach a callee that answers the
+recorded result instead of applying the call again, and a caller on another database with
+the same run id never shares it.
+
+Answers are decoded as network data whether the callee is local or remote (`_answer`).
 
 A fire-and-forget `self.User(id).notify(...)` is a step whose callable is `send_from_step`:
-it writes the message into `entity_outbox`, keyed by the same idempotency key, and the
+it writes the message into `entity_outbox`, keyed by the same call id, and the
 message becomes deliverable when the run's journal records that step, i.e. in the
 transaction of the run's next checkpoint. A run that never gets there never sends it; one
 that crashes and runs the step again writes the same key, which is ignored. Delivery is at
@@ -37,16 +41,29 @@ from dotdo.engine.context import StepContext, current_step
 from dotdo.engine.engine import Engine
 from dotdo.engine.store import FINISHED, Store
 from dotdo.entities.errors import (
+    ArgumentError,
+    CallIdReused,
     EntityAuthError,
     EntityError,
     EntityUnavailable,
+    PermanentRemoteError,
     ProtocolError,
     UnknownEntity,
+    UnknownMethod,
 )
 from dotdo.entities.host import EntityHost, _digest, load_state
-from dotdo.entities.messages import Item, build_batch, decode_results, encode_request
+from dotdo.entities.identity import database_id, qualified
+from dotdo.entities.messages import (
+    Item,
+    build_batch,
+    claim_chain,
+    decode_results,
+    encode_request,
+)
 from dotdo.entities.stubs import EagerSink, Stub, StubFactory, capture
+from dotdo.entities.surface import trust_answers
 from dotdo.entities.transport import LocalRoute, RemoteRoute, Route
+from dotdo.errors import RemoteError, SerializationError
 
 __all__ = [
     "Entities",
@@ -73,10 +90,16 @@ def entities_of(engine: Engine) -> Entities:
 
 
 def remote(
-    engine: Engine, name: str, url: str, *, token: str | None = None, timeout: float = 30.0
+    engine: Engine,
+    target: str | type[DO],
+    url: str,
+    *,
+    token: str | None = None,
+    timeout: float = 30.0,
 ) -> Entities:
-    """Route calls to DO class `name` from `engine` to the `dotdo serve` at `url`."""
-    return entities_of(engine).remote(name, url, token=token, timeout=timeout)
+    """Route calls to DO class `target` (a class or its name) from `engine` to the
+    `dotdo serve` at `url`."""
+    return entities_of(engine).remote(target, url, token=token, timeout=timeout)
 
 
 class Entities:
@@ -98,15 +121,28 @@ class Entities:
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._delivering: asyncio.Lock | None = None
+        self._db_id: str | None = None
 
     def __repr__(self) -> str:
         return f"<Entities of {self.engine.path}: hosted {sorted(self.hosted())}>"
 
     # ------------------------------------------------------------------- routing
     def remote(
-        self, name: str, url: str, *, token: str | None = None, timeout: float = 30.0
+        self,
+        target: str | type[DO],
+        url: str,
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
     ) -> Entities:
-        """Send calls to class `name` to `url` (a `dotdo serve`); `token` or $DOTDO_TOKEN."""
+        """Send calls to DO class `target` (a class or its name) to `url` (a `dotdo serve`);
+        `token` or $DOTDO_TOKEN.
+
+        Answers decode as network data: to JSON values and the data classes the class
+        declares in its annotations, when this process has the class (passed here, or
+        defined under that name), else those this engine's own classes declare.
+        """
+        name = target if isinstance(target, str) else target.__name__
         if not name[:1].isupper() or not name.isidentifier():
             raise ValueError(f"entity class names are capitalised identifiers, not {name!r}")
         fresh = RemoteRoute(url, token=token, timeout=timeout)
@@ -115,6 +151,7 @@ class Entities:
                 fresh = route  # one connection pool per server
                 break
         self._routes[name] = fresh
+        trust_answers(target)
         return self
 
     @property
@@ -147,13 +184,30 @@ class Entities:
 
     # --------------------------------------------------------------------- calls
     async def call(self, stub: Stub, *, call_id: str | None = None) -> Any:
-        """Send `stub`'s chain in one round trip and return its result (or raise its error)."""
+        """Send `stub`'s chain in one round trip and return its result (or raise its error).
+
+        `call_id` names the call among this database's calls (the id sent is qualified with
+        the database's identity); a fresh one is made if none is given.
+        """
+        claim_chain(stub)  # before awaiting anything: an eager sink would send it on its own
+        return await self.send_call(stub, await self.qualify(call_id or uuid.uuid4().hex))
+
+    async def send_call(self, stub: Stub, call_id: str) -> Any:
+        """`call` with a complete call id (see dotdo.entities.identity)."""
         self.start()
-        call_id = call_id or uuid.uuid4().hex
         items, pull = await self.build(stub, call_id)
         request = encode_request(items, [pull])
         response = await self.route(stub.target[0]).send(request)
         return _answer(decode_results(response), pull)
+
+    async def db_id(self) -> str:
+        """The identity of this engine's database, which starts every call id it sends."""
+        if self._db_id is None:
+            self._db_id = await database_id(self.engine.store)
+        return self._db_id
+
+    async def qualify(self, local: str) -> str:
+        return qualified(await self.db_id(), local)
 
     async def build(self, stub: Stub, call_id: str) -> tuple[list[Item], int]:
         """The batch for `stub` (see `build_batch`): arguments routed to the same place as
@@ -163,7 +217,7 @@ class Entities:
             stub,
             call_id,
             together=lambda s: self.route(s.target[0]).key == here,
-            elsewhere=lambda s, ident: self.call(s, call_id=ident),
+            elsewhere=self.send_call,
         )
 
     # ----------------------------------------------------------------------- sends
@@ -230,6 +284,10 @@ class Entities:
         try:
             response = await self.route(row["cls"]).send(request)
             outcome = decode_results(response)[request["pull"][0]]
+        except (UnknownMethod, ArgumentError, CallIdReused) as exc:  # refused for good
+            await self._settle(call_id, "error", f"{type(exc).__name__}: {exc}")
+            log.warning("entity send %s was refused: %s", call_id, exc)
+            return False
         except (EntityUnavailable, EntityAuthError, UnknownEntity, ProtocolError, KeyError) as exc:
             attempts = row["attempts"] + 1
             delay = min(2.0 ** min(attempts, 16), self.max_backoff)
@@ -247,7 +305,7 @@ class Entities:
         ok, data = outcome
         error = None
         if not ok:
-            value = serde.decode(data)
+            value = _error_of(data)
             error = f"{type(value).__name__}: {value}"
             log.warning("entity send %s was delivered and failed: %s", call_id, error)
         await self._settle(call_id, "ok" if ok else "error", error)
@@ -292,6 +350,11 @@ class Entities:
             and not getattr(engine, "_closing", False)
             and getattr(engine, "_crashed", None) is None
         )
+
+    def alive(self) -> bool:
+        """The engine is not dying (a simulated crash stops everything it runs)."""
+        engine = self.engine
+        return getattr(engine, "_crashed", None) is None and getattr(engine, "_dying", None) is None
 
     async def _dispatch(self) -> None:
         wake = self._wake
@@ -353,15 +416,40 @@ class Entities:
 
 
 def _answer(outcomes: dict[int, tuple[bool, Any]], pull: int) -> Any:
+    """The result of the pulled chain, or its error raised.
+
+    Answers are network data, even from this process's own host: they decode only to JSON
+    values and registered data classes, and an error only to an `Exception` (a registered
+    class, else RemoteError). A callee cannot make its caller raise KeyboardInterrupt,
+    SystemExit, CancelledError or any other BaseException.
+    """
     if pull not in outcomes:
         raise ProtocolError("the answer has no result for the call")
     ok, data = outcomes[pull]
-    value = serde.decode(data)
-    if ok:
-        return value
-    if isinstance(value, BaseException):
-        raise value
-    raise EntityError(f"the call failed: {value!r}")
+    if not ok:
+        raise _error_of(data)
+    try:
+        return serde.decode(data, wire=True)
+    except SerializationError as exc:
+        raise ProtocolError(
+            f"the answer cannot be decoded here: {exc} (the caller decodes the data classes "
+            "its own classes declare; route the class with remote(engine, TheClass, url), "
+            "or annotate the workflow's variables' types)"
+        ) from None
+
+
+def _error_of(data: Any) -> Exception:
+    """The exception an error record stands for (RemoteError when it is not one here;
+    PermanentRemoteError when the callee marked it permanent)."""
+    try:
+        value = serde.decode(data, wire=True)
+    except SerializationError as exc:
+        return RemoteError("unreadable error", str(exc))
+    if not isinstance(value, Exception):
+        return RemoteError("not an error", repr(value)[:500])
+    if type(value) is RemoteError and isinstance(data, dict) and data.get("permanent") is True:
+        return PermanentRemoteError(value.type_name, value.message)
+    return value
 
 
 # -------------------------------------------------------------- from workflow steps
@@ -413,13 +501,14 @@ def _stub_of(instance: DO, chain: Callable[[], Any]) -> tuple[Entities, StepCont
 async def call_from_step(instance: DO, chain: Callable[[], Any]) -> Any:
     """A compiled `await self.Noun(id)...`: one round trip under the step's idempotency key."""
     entities, ctx, stub = _stub_of(instance, chain)
-    return await entities.call(stub, call_id=ctx.idempotency_key)
+    return await entities.send_call(stub, await entities.qualify(ctx.idempotency_key))
 
 
 async def send_from_step(instance: DO, chain: Callable[[], Any]) -> None:
     """A compiled fire-and-forget `self.Noun(id).method(...)` statement: queue it."""
     entities, ctx, stub = _stub_of(instance, chain)
-    await entities.enqueue(stub, call_id=ctx.idempotency_key, gate=(ctx.run_id, ctx.step_id))
+    call_id = await entities.qualify(ctx.idempotency_key)
+    await entities.enqueue(stub, call_id=call_id, gate=(ctx.run_id, ctx.step_id))
 
 
 _STEP_CALLS: weakref.WeakKeyDictionary[StepContext, Counter[str]] = weakref.WeakKeyDictionary()
@@ -450,7 +539,7 @@ class _StepSink(EagerSink):
         digest = _digest(stub)
         seen[digest] += 1
         call_id = f"{self.ctx.idempotency_key}/{digest}:{seen[digest]}"
-        return await self.entities.call(stub, call_id=call_id)
+        return await self.entities.call(stub, call_id=call_id)  # qualified by the database
 
 
 class _CallerSink(EagerSink):

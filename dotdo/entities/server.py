@@ -2,9 +2,14 @@
 
 One endpoint, `POST /dotdo/rpc`, takes a batch message (see `messages`) and answers its
 results. The bearer token is checked before the body is even read, so a request without it
-(401) or with a wrong one (403) changes nothing; a malformed body is refused (400) before
-any chain runs. The server binds to 127.0.0.1 unless told otherwise: the token is the only
-guard, and it travels in clear text without TLS in front.
+(401) or with a wrong one (403) changes nothing. Every refusal happens before any chain runs
+and is a JSON `{"error": {"type", "message"}}`, never a traceback: a malformed or hostile body
+or a chain that reaches for what the class does not offer is 400, a reused call id 409, a
+body over 8 MiB 413. A peer holding the token is still not trusted (docs/security.md).
+
+The server binds to 127.0.0.1 unless told otherwise, and refuses any other address without a
+token of at least 16 characters: the token is the only guard, and without TLS in front it
+travels in clear text.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import contextlib
 import hmac
 import importlib
+import ipaddress
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -22,20 +28,30 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from dotdo.dsl.do import DO
 from dotdo.engine.engine import Engine
-from dotdo.entities.errors import EntityError, ProtocolError
+from dotdo.entities.errors import (
+    ArgumentError,
+    CallIdReused,
+    EntityError,
+    ProtocolError,
+    UnknownEntity,
+    UnknownMethod,
+)
 from dotdo.entities.messages import MAX_BODY, parse_json
 from dotdo.entities.runtime import Entities, entities_of
 from dotdo.entities.transport import RPC_PATH
 
 __all__ = [
+    "MIN_PUBLIC_TOKEN",
     "Server",
     "build_app",
+    "check_bind",
     "create_app",
     "load_classes",
     "running",
@@ -45,6 +61,17 @@ __all__ = [
 
 log = logging.getLogger("dotdo.entities")
 
+MIN_PUBLIC_TOKEN = 16
+"""Shortest token accepted when serving on an address other than loopback."""
+
+_REFUSED: dict[type[Exception], int] = {
+    ProtocolError: 400,
+    UnknownEntity: 400,
+    UnknownMethod: 400,
+    ArgumentError: 400,
+    CallIdReused: 409,
+}
+
 
 class Server:
     """The state of one app: its engine's entity runtime, its token, request counts."""
@@ -53,8 +80,12 @@ class Server:
         self.entities = entities
         self.token = token.encode()
         self.requests = 0
-        """Authorised RPC requests answered (each one a batch, however many hops)."""
+        """Authorised RPC requests handled (each one a batch, however many hops), refused
+        ones included."""
         self.refused = 0
+        """Requests refused for their token (401, 403)."""
+        self.rejected = 0
+        """Authorised requests refused before anything ran (400, 409, 413)."""
 
     def check(self, request: Request) -> Response | None:
         header = request.headers.get("authorization", "")
@@ -73,15 +104,24 @@ class Server:
             return refused
         if self.entities is None:
             return _error(503, "EntityUnavailable", "the server is starting or stopping")
+        self.requests += 1
         body = await _read_capped(request)
         if body is None:
+            self.rejected += 1
             return _error(413, "ProtocolError", f"the message is larger than {MAX_BODY} bytes")
         try:
-            answer = await self.entities.host.handle(parse_json(body), trusted=False)
-        except ProtocolError as exc:
-            return _error(400, "ProtocolError", str(exc))
-        self.requests += 1
-        return JSONResponse(answer)
+            answer = await self.entities.host.handle(parse_json(body))
+            return JSONResponse(answer)
+        except tuple(_REFUSED) as exc:
+            self.rejected += 1
+            status = next(code for kind, code in _REFUSED.items() if isinstance(exc, kind))
+            return _error(status, type(exc).__name__, str(exc))
+        except RecursionError:  # belt and braces: parse_json bounds nesting already
+            self.rejected += 1
+            return _error(400, "ProtocolError", "the message is nested too deeply")
+        except Exception:
+            log.exception("dotdo serve failed on a request")
+            return _error(500, "InternalError", "the server failed on this request; see its log")
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"ok": True})
@@ -111,9 +151,43 @@ def _error(status: int, kind: str, message: str, *, bearer: bool = False) -> Res
 
 def _token(token: str | None) -> str:
     token = token if token is not None else os.environ.get("DOTDO_TOKEN")
-    if not token:
+    if not token or not token.strip():
         raise EntityError("serving DOs needs a bearer token: set DOTDO_TOKEN (or pass token=)")
     return token
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve anywhere
+
+
+def check_bind(host: str, token: str | None) -> str:
+    """The token to serve with on `host`; EntityError (one line) when that is not safe.
+
+    Loopback needs a token; any other address (0.0.0.0, a LAN or public address, a host
+    name) needs one of at least MIN_PUBLIC_TOKEN characters, and TLS in front.
+    """
+    given = token if token is not None else os.environ.get("DOTDO_TOKEN")
+    if is_loopback(host):
+        return _token(given)
+    if not given or len(given.strip()) < MIN_PUBLIC_TOKEN:
+        raise EntityError(
+            f"refusing to serve on {host}, which is not a loopback address, without a bearer "
+            f"token of at least {MIN_PUBLIC_TOKEN} characters: set DOTDO_TOKEN (or --token), "
+            "and put TLS in front"
+        )
+    return given
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (unknown path 404, wrong method 405) as JSON too."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    detail = exc.detail if isinstance(exc, HTTPException) else "the server failed"
+    return _error(status, "ProtocolError" if status < 500 else "InternalError", str(detail))
 
 
 def _app(server: Server, lifespan: Any = None) -> Starlette:
@@ -123,6 +197,7 @@ def _app(server: Server, lifespan: Any = None) -> Starlette:
             Route("/dotdo/health", server.health, methods=["GET"]),
         ],
         lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error},
     )
     app.state.dotdo = server
     return app
@@ -189,8 +264,9 @@ async def serve_async(
 ) -> None:
     """Serve until cancelled or interrupted (see `serve`)."""
     modules = [app_modules] if isinstance(app_modules, str) else list(app_modules)
+    token = check_bind(host, token)
     app = build_app(modules, db=db, token=token)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if not is_loopback(host):
         log.warning("serving DOs on %s: the token travels in clear text, put TLS in front", host)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on")
     await uvicorn.Server(config).serve()
@@ -210,7 +286,7 @@ def serve(
     Blocks until Ctrl-C. The token is `token` or $DOTDO_TOKEN; callers route a class here
     with `dotdo.entities.remote(engine, "Inventory", "http://host:port", token=...)`.
     """
-    _token(token)  # fail before binding the port
+    check_bind(host, token)  # fail before binding the port
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_async(app_modules, host, port, db, token=token, log_level=log_level))
 

@@ -212,7 +212,8 @@ class EagerSink:
 
     Awaiting a chain claims it and its prefixes, so `await a.f().g` sends `f().g` once and
     `f()` is not also sent on its own. A prefix already sent (kept in a variable, awaited
-    later) is awaited once and the rest of the chain is applied to its result.
+    later) is awaited once and the rest of the chain (data hops only: fields and items) is
+    applied to its result.
     """
 
     def extended(self, stub: Stub) -> None:
@@ -250,9 +251,10 @@ class EagerSink:
             return await self.send(stub)
         assert base._task is not None
         value = await base._task
-        from dotdo.entities.chains import run_ops
+        from dotdo.entities.chains import read_data
 
-        return await run_ops(value, stub._ops[len(base._ops) :], resolve=self.resolve_arg)
+        # The rest of the chain applies to a result: data hops only, as on a callee.
+        return read_data(value, stub._ops[len(base._ops) :], repr(base))
 
     async def send(self, stub: Stub) -> Any:
         raise NotImplementedError

@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
-from dotdo.entities.errors import EntityAuthError, EntityError, EntityUnavailable, ProtocolError
+from dotdo.entities.errors import (
+    ArgumentError,
+    CallIdReused,
+    EntityAuthError,
+    EntityError,
+    EntityUnavailable,
+    ProtocolError,
+    UnknownEntity,
+    UnknownMethod,
+)
 from dotdo.entities.messages import parse_json
 
 if TYPE_CHECKING:
@@ -101,14 +110,16 @@ class RemoteRoute:
                 return parse_json(response.content)
             except ProtocolError as exc:
                 raise EntityUnavailable(f"{self.url} answered garbage: {exc}") from None
-        detail = _detail(response)
-        if response.status_code in (401, 403):
-            raise EntityAuthError(f"{self.url} refused the call ({response.status_code}): {detail}")
-        if response.status_code in (400, 404, 413, 422):
-            raise ProtocolError(
-                f"{self.url} rejected the message ({response.status_code}): {detail}"
-            )
-        raise EntityUnavailable(f"{self.url} failed ({response.status_code}): {detail}")
+        kind, detail = _detail(response)
+        status = response.status_code
+        if status in (401, 403):
+            raise EntityAuthError(f"{self.url} refused the call ({status}): {detail}")
+        if status == 409:
+            raise CallIdReused(f"{self.url} refused the call id ({status}): {detail}")
+        if status in (400, 404, 413, 422):
+            error = _REFUSALS.get(kind, ProtocolError)
+            raise error(f"{self.url} refused the call ({status}): {detail}")
+        raise EntityUnavailable(f"{self.url} failed ({status}): {detail}")
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -116,11 +127,21 @@ class RemoteRoute:
             self._client = None
 
 
-def _detail(response: httpx.Response) -> str:
+_REFUSALS: dict[str, type[EntityError]] = {
+    cls.__name__: cls for cls in (ProtocolError, UnknownEntity, UnknownMethod, ArgumentError)
+}
+"""A 400's error type -> the class the caller raises (all PermanentErrors: a refusal
+before anything ran does not change with a retry)."""
+
+
+def _detail(response: httpx.Response) -> tuple[str, str]:
+    """(error type, message) of a refusal, as far as the body says."""
     try:
         body = response.json()
-    except ValueError:
-        return response.text[:200]
+    except (ValueError, RecursionError):
+        return "", response.text[:200]
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        return str(body["error"].get("message", body["error"]))
-    return str(body)[:200]
+        error = body["error"]
+        kind = error.get("type")
+        return (kind if isinstance(kind, str) else ""), str(error.get("message", error))[:2000]
+    return "", str(body)[:200]
