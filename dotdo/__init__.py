@@ -28,6 +28,7 @@ from dotdo.errors import (
     StepInterrupted,
     StepTimeout,
     StoreError,
+    StoreWriteError,
     UnknownWorkflow,
 )
 
@@ -60,6 +61,7 @@ __all__ = [
     "StepRecord",
     "StepTimeout",
     "StoreError",
+    "StoreWriteError",
     "UnknownWorkflow",
     "__version__",
     "approval",

@@ -29,6 +29,7 @@ EXPECTED = {
     "StepRecord",
     "StepTimeout",
     "StoreError",
+    "StoreWriteError",
     "UnknownWorkflow",
     "__version__",
     "approval",
