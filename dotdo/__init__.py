@@ -32,6 +32,7 @@ from dotdo.errors import (
     StepInterrupted,
     StepTimeout,
     StoreError,
+    StoreWriteError,
     UnknownWorkflow,
 )
 
@@ -68,6 +69,7 @@ __all__ = [
     "StepRecord",
     "StepTimeout",
     "StoreError",
+    "StoreWriteError",
     "UnknownWorkflow",
     "__version__",
     "approval",

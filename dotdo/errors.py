@@ -24,6 +24,7 @@ __all__ = [
     "StepInterrupted",
     "StepTimeout",
     "StoreError",
+    "StoreWriteError",
     "UnknownWorkflow",
 ]
 
@@ -65,6 +66,13 @@ class SerializationError(DotdoError):
 
 class StoreError(DotdoError):
     """The database cannot be used: locked, corrupt, of a newer schema, or not dotdo's."""
+
+
+class StoreWriteError(StoreError):
+    """A write was not committed: the disk is full, an I/O error, the database stayed locked
+    past `busy_timeout`. Nothing of it was stored. The engine retries its own writes (a run
+    goes on from its last checkpoint once the store works again); a call such as `approve`
+    or `send` that fails with this did nothing and may simply be retried."""
 
 
 class RunNotFound(DotdoError):

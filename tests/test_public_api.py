@@ -33,6 +33,7 @@ EXPECTED = {
     "StepRecord",
     "StepTimeout",
     "StoreError",
+    "StoreWriteError",
     "UnknownWorkflow",
     "__version__",
     "approval",

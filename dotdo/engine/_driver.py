@@ -3,7 +3,9 @@
 Every step's outcome is committed in one transaction with the run's next state, its journal
 line and the events it sent (the outbox); the run proceeds only after that commit. `try_`
 steps are journalled as started before they run, so a crash mid-attempt is detected on
-recovery and the step fails with `StepInterrupted` instead of running twice.
+recovery and the step fails with `StepInterrupted` instead of running twice. A write that
+fails without a crash (a full disk) is handled the same way, in the same process: the run is
+driven again from its last committed checkpoint after a backoff (`_faults.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dotdo.compiler.codegen import Program
 from dotdo.dsl.decorators import WorkflowDef
 from dotdo.dsl.do import DO
 from dotdo.engine import serde
+from dotdo.engine._faults import StoreFaults, is_store_fault
 from dotdo.engine._state import dump_error, encode_state
 from dotdo.engine.clock import Clock
 from dotdo.engine.context import StepContext, enter_step, leave_step
@@ -74,7 +77,7 @@ class _Run:
         self.cancel = False
 
 
-class RunDriver:
+class RunDriver(StoreFaults):
     """The part of the engine that advances runs; `Engine` adds the API and background work."""
 
     clock: Clock
@@ -136,7 +139,7 @@ class RunDriver:
         recovered: bool = False,
         journal: list[JournalRow] | None = None,
     ) -> None:
-        if self._closing or self._crashed is not None:
+        if self._closing or self._crashed is not None or run.run_id in self._active:
             return
         task = asyncio.create_task(
             self._guard(run, event, recovered, journal), name=f"dotdo-run-{run.run_id}"
@@ -147,26 +150,36 @@ class RunDriver:
     async def _guard(
         self, run: _Run, event: Event, recovered: bool, journal: list[JournalRow] | None
     ) -> None:
+        failure: Exception | None = None
         try:
             await self._drive(run, event, recovered, journal)
         except LeaseLost:
             log.info("run %s is now owned by another process", run.run_id)
         except asyncio.CancelledError:
             pass
-        except Exception:
-            log.exception("engine error while advancing run %s; it stays for recovery", run.run_id)
+        except Exception as exc:
+            failure = exc
+            if not is_store_fault(exc):  # a store fault is logged once, by the store
+                log.exception("engine error while advancing run %s; retrying it", run.run_id)
         except BaseException as crash:
             await self._crash(crash)
         finally:
             self._active.pop(run.run_id, None)
             self._runs.pop(run.run_id, None)
+        if failure is not None:
+            # Nothing after the last commit was stored: drive the run again from there.
+            self._retry_later(run.run_id, failure)
+            return
+        if self._faulted:
+            self._faulted.pop(run.run_id, None)
         if run.run_id in self._resume_after:
             self._resume_after.discard(run.run_id)
             if not self._closing and self._crashed is None:
                 try:
                     await self._resume(run.run_id)
-                except Exception:
-                    log.exception("could not resume woken run %s; recovery will", run.run_id)
+                except Exception as exc:  # _resume handles store faults itself: a bug
+                    log.exception("could not resume woken run %s; retrying", run.run_id)
+                    self._retry_later(run.run_id, exc)
                 except BaseException as crash:
                     await self._crash(crash)
 
@@ -365,6 +378,8 @@ class RunDriver:
             )
             command = Finish("failed", error=exc)
         await self.store.checkpoint(checkpoint)
+        if self._faulted:
+            self._faulted.pop(run.run_id, None)
         if isinstance(command, Finish) or checkpoint.status == "failed":
             self._notify(run.run_id)
         elif isinstance(command, Wait | Suspend):

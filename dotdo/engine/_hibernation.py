@@ -138,8 +138,8 @@ class Hibernation(RunDriver):
                         return None
                 return self._resolved(run, command.key, found)
         await self._commit(run, t, journal, sends, extra=extra)
-        if command.kind == "event":
-            await self._poke(run.run_id, command.key)
+        if command.kind == "event":  # hibernated: a retry from the checkpoint would not poke
+            await self._persist(lambda: self._poke(run.run_id, command.key))
         return None
 
     async def _subscribe(
@@ -352,7 +352,7 @@ class Hibernation(RunDriver):
                     (body, self.clock.now(), approval_id),
                 )
 
-        await self.store.write(job)
+        await self._persist(lambda: self.store.write(job))  # the cancel is already stored
 
     async def approve(
         self, approval_id: str, *, by: str, comment: str | None = None, value: Any = None

@@ -30,6 +30,7 @@ from dotdo.dsl.do import DO
 from dotdo.engine import serde
 from dotdo.engine._dbfile import is_read_only_error
 from dotdo.engine._driver import FaultHook, _Run
+from dotdo.engine._faults import Outage, is_store_fault
 from dotdo.engine._hibernation import Hibernation
 from dotdo.engine._ids import check_id
 from dotdo.engine._starts import NewRun, create_run
@@ -46,12 +47,13 @@ from dotdo.engine._trust import (
 from dotdo.engine.clock import Clock, SystemClock
 from dotdo.engine.handle import RunHandle
 from dotdo.engine.interpreter import Event, Resume, RunState, TimerFired
-from dotdo.engine.leases import claim, lease_is_free, new_owner, release_all, release_owner, renew
+from dotdo.engine.leases import claim, lease_is_free, new_owner, release_owner, renew
 from dotdo.engine.records import RunInfo, StepRecord
 from dotdo.engine.store import Store
 from dotdo.errors import (
     DotdoError,
     GraphIntegrityError,
+    LeaseLost,
     RunNotFound,
     SerializationError,
     StoreError,
@@ -125,6 +127,9 @@ class Engine(Hibernation):
         self._closing = False
         self._unloadable: set[str] = set()
         self._resume_after: set[str] = set()
+        self._loading: set[str] = set()
+        self._faulted: dict[str, int] = {}
+        self._retrying: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------ registration
     def register(self, *targets: Any) -> Engine:
@@ -228,8 +233,8 @@ class Engine(Hibernation):
             return
         self._closing = True
         self.clock.unsubscribe(self._kick.set)
-        for task in self._background:
-            task.cancel()
+        for task in [*self._background, *self._retrying]:
+            task.cancel()  # a run waiting to retry keeps its last checkpoint: released below
         await asyncio.gather(*self._background, return_exceptions=True)
         active = list(self._active.values())
         if active:
@@ -241,9 +246,8 @@ class Engine(Hibernation):
             await asyncio.gather(*pending, return_exceptions=True)
         store, self._store = self._store, None
         if self._crashed is None:
-            with contextlib.suppress(Exception):
-                if not self.read_only:  # a reader holds no lease
-                    await store.write(functools.partial(release_all, owner=self.owner))
+            if not self.read_only:  # a reader holds no lease
+                await self._release_leases(store)
             await store.close()
         else:
             # The task that ran _crash (the timer loop, say) may have been cancelled above
@@ -320,8 +324,10 @@ class Engine(Hibernation):
             sign=self._secret is not None and graph.hash not in self._signed,
         )
         # On the writer thread inside the group transaction: no extra thread hops, so many
-        # concurrent starts cost one transaction.
-        created = await self.store.write_on_thread(functools.partial(create_run, new=new))
+        # concurrent starts cost one transaction. A failing store is waited out.
+        created = await self._persist(
+            lambda: self.store.write_on_thread(functools.partial(create_run, new=new))
+        )
         if new.sign:
             self._signed.add(graph.hash)
         entity_id = new.entity_id
@@ -376,32 +382,44 @@ class Engine(Hibernation):
             # Its task is still ending (it has just parked): resume when that task is done.
             self._resume_after.add(run_id)
             return
-        if run_id in self._unloadable:
+        if run_id in self._unloadable or run_id in self._loading:
             return
+        self._loading.add(run_id)
         try:
-            await self._load_and_drive(run_id)
-        except (DotdoError, ValueError, TypeError, KeyError, SyntaxError) as exc:
-            # Its stored state or graph does not fit this code (a renamed class, say), or was
-            # tampered with: fail it with a clear error rather than let it stall the runs
-            # behind it (and never run a graph that did not verify).
-            log.error("cannot resume run %s: %s", run_id, exc)
-            self._unloadable.add(run_id)
-            error: DotdoError = (
-                exc
-                if isinstance(exc, GraphIntegrityError)
-                else SerializationError(f"run {run_id!r} cannot be resumed by this code: {exc}")
-            )
-            await self.store.execute(
-                "UPDATE runs SET status = 'failed', error = ?, lease_owner = NULL, "
-                "lease_until = NULL, wake_at = NULL, updated_at = ? WHERE run_id = ? "
-                "AND lease_owner = ?",
-                (serde.dumps(error), self.clock.now(), run_id, self.owner),
-            )
-            self._notify(run_id)
+            try:
+                await self._load_and_drive(run_id)
+            except (DotdoError, ValueError, TypeError, KeyError, SyntaxError) as exc:
+                if is_store_fault(exc) or isinstance(exc, LeaseLost):
+                    raise
+                # Its stored state or graph does not fit this code (a renamed class, say), or
+                # was tampered with: fail it with a clear error rather than let it stall the
+                # runs behind it (and never run a graph that did not verify).
+                log.error("cannot resume run %s: %s", run_id, exc)
+                error: DotdoError = (
+                    exc
+                    if isinstance(exc, GraphIntegrityError)
+                    else SerializationError(f"run {run_id!r} cannot be resumed by this code: {exc}")
+                )
+                await self.store.execute(
+                    "UPDATE runs SET status = 'failed', error = ?, lease_owner = NULL, "
+                    "lease_until = NULL, wake_at = NULL, updated_at = ? WHERE run_id = ? "
+                    "AND lease_owner = ?",
+                    (serde.dumps(error), self.clock.now(), run_id, self.owner),
+                )
+                self._unloadable.add(run_id)
+                self._notify(run_id)
+        except LeaseLost:
+            log.info("run %s is now owned by another process", run_id)
+        except Exception as exc:
+            if not is_store_fault(exc):
+                raise
+            self._retry_later(run_id, exc)  # it keeps its lease: this engine retries it
+        finally:
+            self._loading.discard(run_id)
 
     async def _load_and_drive(self, run_id: str) -> None:
         row = await self.store.fetch_one("SELECT * FROM runs WHERE run_id = ?", (run_id,))
-        if row is None or row["status"] != "running":
+        if row is None or row["status"] != "running" or row["lease_owner"] != self.owner:
             return
         wf = self.workflow(row["workflow"])
         program = await self._program_for(wf, row["graph_hash"], run_id)
@@ -409,6 +427,7 @@ class Engine(Hibernation):
         check_state(state, program.graph, run_id)
         instance = self._instance(wf, row["entity_id"], run_id)
         run = _Run(run_id, wf, program, state, instance, row["steps_done"])
+        run.cancel = bool(row["cancel_requested"])
         wake_at = row["wake_at"]
         resolution = await self._resolution(run, wake_at)
         if resolution == "park":
@@ -450,6 +469,8 @@ class Engine(Hibernation):
         """Wake due runs, adopt orphans, deliver events, fire schedules; never dies of one
         bad run or a busy database (it logs and tries again on the next tick)."""
         last_scan = 0.0
+        idle: set[str] = set()
+        outage = Outage("timer loop")
         while not self._closing:
             self._kick.clear()
             delay = self.poll_seconds
@@ -458,6 +479,7 @@ class Engine(Hibernation):
                     last_scan = time.monotonic()
                     for run_id in await self.store.write(self._claim_orphans):
                         await self._resume(run_id)
+                    idle = await self._resume_stranded(idle)  # and runs held here, idle
                 if await self._anything_due():
                     for run_id in await self.store.write(self._claim_due):
                         await self._resume(run_id)
@@ -470,10 +492,11 @@ class Engine(Hibernation):
                     soonest = [t for t in (upcoming, row["w"] if row else None) if t is not None]
                     if soonest:
                         delay = min(delay, max(min(soonest) - self.clock.now(), 0.0))
+                outage.over()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("timer loop: will retry")
+            except Exception as exc:
+                delay = max(delay, outage.failed(exc))
             except BaseException as crash:  # a simulated process death hit this loop's write
                 await self._crash(crash)
                 return
@@ -494,18 +517,21 @@ class Engine(Hibernation):
         return row is not None
 
     async def _lease_loop(self) -> None:
-        """Renew this engine's leases; a failed renewal (a busy database) is retried on the
-        next tick. Were this loop to end, the leases would expire while their runs are still
-        being advanced here, and another process would take them over."""
+        """Renew this engine's leases; a failed renewal (a busy database, a full disk) is
+        retried on the next tick, logged once. Were this loop to end, the leases would expire
+        while their runs are still being advanced here, and another process would take them
+        over."""
+        outage = Outage("lease renewal", announce=f"leases expire in {self.lease_seconds}s")
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
             try:
                 cancelled = await self.store.write(
                     functools.partial(renew, owner=self.owner, ttl=self.lease_seconds)
                 )
-            except Exception:
-                log.exception("lease renewal failed: will retry")
+            except Exception as exc:
+                outage.failed(exc)
                 continue
+            outage.over()
             for run_id in cancelled:
                 if run_id in self._runs:
                     self._runs[run_id].cancel = True
@@ -557,29 +583,27 @@ class Engine(Hibernation):
             raise DotdoError(f"run {run_id!r} already ended {info.status}")
         if run_id in self._runs:
             self._runs[run_id].cancel = True
-        else:
-            error = serde.dumps(DotdoError("cancelled"))
+        # Stored too: a run driven again from its checkpoint (after a store fault) reads it.
+        error = serde.dumps(DotdoError("cancelled"))
 
-            async def mark(conn: aiosqlite.Connection) -> None:
+        async def mark(conn: aiosqlite.Connection) -> None:
+            await conn.execute("UPDATE runs SET cancel_requested = 1 WHERE run_id = ?", (run_id,))
+            rows = list(
+                await conn.execute_fetchall(
+                    "SELECT lease_owner, lease_until FROM runs WHERE run_id = ?", (run_id,)
+                )
+            )
+            owner, until = rows[0]
+            if lease_is_free(owner, until):
                 await conn.execute(
-                    "UPDATE runs SET cancel_requested = 1 WHERE run_id = ?", (run_id,)
+                    "UPDATE runs SET status = 'cancelled', error = ?, lease_owner = NULL, "
+                    "lease_until = NULL, wake_at = NULL, updated_at = ? WHERE run_id = ? "
+                    "AND status IN ('running', 'waiting')",
+                    (error, self.clock.now(), run_id),
                 )
-                rows = list(
-                    await conn.execute_fetchall(
-                        "SELECT lease_owner, lease_until FROM runs WHERE run_id = ?", (run_id,)
-                    )
-                )
-                owner, until = rows[0]
-                if lease_is_free(owner, until):
-                    await conn.execute(
-                        "UPDATE runs SET status = 'cancelled', error = ?, lease_owner = NULL, "
-                        "lease_until = NULL, wake_at = NULL, updated_at = ? WHERE run_id = ? "
-                        "AND status IN ('running', 'waiting')",
-                        (error, self.clock.now(), run_id),
-                    )
 
-            await self.store.write(mark)
-            self._notify(run_id)
+        await self.store.write(mark)
+        self._notify(run_id)
         info = await self.get_run(run_id)
         if info.status == "cancelled":
             await self._withdraw_approvals(run_id)
@@ -589,9 +613,14 @@ class Engine(Hibernation):
         """Wait until the run has finished; polls the store when another process runs it."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            info = await self.get_run(run_id)
-            if info.finished:
-                return info
+            try:
+                info = await self.get_run(run_id)
+            except Exception as exc:  # a read failing for a moment: poll again
+                if not is_store_fault(exc):
+                    raise
+            else:
+                if info.finished:
+                    return info
             if self._crashed is not None:
                 raise self._crashed
             wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())

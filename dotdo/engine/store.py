@@ -6,6 +6,10 @@ serves many runs; each run's coroutine resumes only after its own commit. Other 
 (creating a run, claiming leases) are jobs in that same transaction, each inside a savepoint
 so one failing job cannot undo another's work. Reads use a second connection: in WAL mode
 they see committed data and never wait for the writer.
+
+A transaction that fails (a full disk, an I/O error, a lock held past busy_timeout) stores
+nothing: each of its writers gets a `StoreWriteError` and the writer task goes on with the
+next batch; `health` logs the outage and tells waiting retries when writes work again.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any, Literal, TypeVar
 import aiosqlite
 
 from dotdo.engine._dbfile import check_path, connect_read_only, is_read_only_error, read_only_reason
+from dotdo.engine._health import WriteHealth
 from dotdo.errors import LeaseLost, StoreError
 
 __all__ = [
@@ -256,6 +261,7 @@ class Store:
         self._failed: BaseException | None = None
         self.batches = 0
         self.committed = 0
+        self.health = WriteHealth(self.path)
 
     # -------------------------------------------------------------- lifecycle
     async def open(self) -> None:
@@ -373,6 +379,7 @@ class Store:
 
     async def close(self) -> None:
         """Finish queued writes, then close. Safe to call twice."""
+        self.health.close()
         if self._task is not None:
             if self._failed is None and not self._task.done():
                 # Flush what is queued; a writer that stopped answering must not hang close.
@@ -387,6 +394,7 @@ class Store:
         """Stop at once, committing nothing more (a simulated crash). Safe to call again
         after an abandon that was cancelled half-way: it finishes closing."""
         self._failed = error
+        self.health.close()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -481,8 +489,13 @@ class Store:
                 )
                 self.batches += 1
                 self.committed += len(checkpoints)
+                if self.health.since is not None:
+                    self.health.succeeded()
                 if self.commit_hook:
-                    self.commit_hook("after_commit", run_ids)
+                    try:
+                        self.commit_hook("after_commit", run_ids)
+                    except Exception:  # the commit stands: a hook's error cannot undo it
+                        self.health.hook_failed()
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:
@@ -491,8 +504,8 @@ class Store:
                 except sqlite3.Error:
                     pass
                 error: BaseException = exc
-                if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                    error = StoreError(f"{self.path} is locked by another process: {exc}")
+                if isinstance(exc, Exception):
+                    error = self.health.failed(exc)
                 for pending in [j.future for j in jobs] + [j.future for j in thread_jobs]:
                     _settle(pending, error=error)
                 for _, future in checkpoints:
@@ -543,6 +556,8 @@ async def _run_job(conn: aiosqlite.Connection, job: _Job) -> tuple[bool, Any]:
     try:
         value = await job.fn(conn)
     except Exception as exc:
+        if not conn.in_transaction:
+            raise  # SQLite rolled the whole transaction back (a full disk): the batch failed
         await conn.execute("ROLLBACK TO job")
         await conn.execute("RELEASE job")
         return False, exc
@@ -606,6 +621,8 @@ def _commit_checkpoints(
                 outcomes.append((True, fn(raw)))
                 raw.execute("RELEASE job")
             except Exception as exc:
+                if not raw.in_transaction:
+                    raise  # the whole transaction was rolled back (a full disk)
                 raw.execute("ROLLBACK TO job")
                 raw.execute("RELEASE job")
                 outcomes.append((False, exc))

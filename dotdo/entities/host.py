@@ -10,7 +10,9 @@ store's group transactions), look the call id up (a call already applied answers
 recorded result and runs nothing, if it is the same request; another request under that id
 is CallIdReused), load the state, run the chain, then in ONE transaction save the state,
 record the result (with the request's target, chain and digest) under the call id and queue
-the sends the method made.
+the sends the method made. If that
+transaction fails (a full disk), the call answers `EntityUnavailable`: nothing was applied,
+and a retry with the same call id is safe.
 That transaction also checks the state's version, so a second process hosting the same
 instance on the same file cannot interleave a lost update: the loser runs the call again on
 the fresh state. A chain that raises saves nothing and records nothing, so the caller's
@@ -34,6 +36,7 @@ from pydantic import BaseModel
 
 from dotdo.dsl.do import DO
 from dotdo.engine import serde
+from dotdo.engine._faults import is_store_fault
 from dotdo.engine.serde import JSONValue
 from dotdo.engine.store import Store
 from dotdo.entities.chains import Plan, check_chain, run_chain
@@ -41,6 +44,7 @@ from dotdo.entities.errors import (
     CallConflict,
     CallIdReused,
     EntityError,
+    EntityUnavailable,
     ProtocolError,
     UnknownEntity,
 )
@@ -179,6 +183,9 @@ class EntityHost:
         try:
             return await self.apply(item, plan)
         except Exception as exc:  # a bug of ours must still answer, as a value
+            if is_store_fault(exc):  # nothing was applied (the store logs the fault once)
+                unavailable = EntityUnavailable(f"the call could not be saved: {exc}")
+                return False, encode_error(unavailable)
             log.exception("entity call %s failed inside the host", item.call)
             return False, encode_error(exc)
 

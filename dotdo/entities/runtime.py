@@ -37,6 +37,7 @@ import aiosqlite
 
 from dotdo.dsl.do import DO
 from dotdo.engine import serde
+from dotdo.engine._faults import Outage
 from dotdo.engine.context import StepContext, current_step
 from dotdo.engine.engine import Engine
 from dotdo.engine.store import FINISHED, Store
@@ -284,6 +285,9 @@ class Entities:
         try:
             response = await self.route(row["cls"]).send(request)
             outcome = decode_results(response)[request["pull"][0]]
+            refused = None if outcome[0] else _error_of(outcome[1])
+            if isinstance(refused, EntityUnavailable):
+                raise refused  # the callee applied nothing (its store failed, say): not sent
         except (UnknownMethod, ArgumentError, CallIdReused) as exc:  # refused for good
             await self._settle(call_id, "error", f"{type(exc).__name__}: {exc}")
             log.warning("entity send %s was refused: %s", call_id, exc)
@@ -359,21 +363,24 @@ class Entities:
     async def _dispatch(self) -> None:
         wake = self._wake
         assert wake is not None
+        outage = Outage("entity outbox dispatch")  # store faults: logged once, by the store
         try:
             while self._engine_open():
-                waiting = 0
+                waiting, pause = 0, 0.0
                 try:
                     waiting = await self.deliver_pending()
-                except Exception:
+                    outage.over()
+                except Exception as exc:
                     if not self._engine_open():
                         break
-                    log.exception("entity outbox dispatch failed; trying again")
+                    pause = outage.failed(exc)
                 except BaseException:
                     if not self._engine_open():  # a simulated crash of the engine
                         break
                     raise
+                wait = 0.01 if waiting else max(self.poll_seconds, pause)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), 0.01 if waiting else self.poll_seconds)
+                    await asyncio.wait_for(wake.wait(), wait)
                 wake.clear()
         finally:
             await self._close_routes()
