@@ -25,13 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dotdo.compiler.flow_check import analyze  # noqa: E402
-from dotdo.compiler.flow_compile import compile_env  # noqa: E402
-from dotdo.compiler.flow_walk import statements  # noqa: E402
 from dotdo.compiler.render import render, to_digraph  # noqa: E402
-from dotdo.dsl import flow_ast as A  # noqa: E402
-from dotdo.dsl.flow_grammar import lark_parser  # noqa: E402
-from dotdo.dsl.flow_parser import parse_source  # noqa: E402
+from dotdo.dsl.flow import nodes as A  # noqa: E402
+from dotdo.dsl.flow.checker import analyze  # noqa: E402
+from dotdo.dsl.flow.compile import compile_env  # noqa: E402
+from dotdo.dsl.flow.grammar import lark_parser  # noqa: E402
+from dotdo.dsl.flow.parser import parse_source  # noqa: E402
+from dotdo.dsl.flow.walk import statements  # noqa: E402
 
 T = TypeVar("T")
 

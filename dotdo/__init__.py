@@ -5,16 +5,16 @@ graph and checkpoints every durable step, so runs survive crashes without replay
 """
 
 from dotdo.compiler.ir import Graph, Policy
-from dotdo.dsl.approvals import approval
-from dotdo.dsl.decorators import compensate, step, workflow
-from dotdo.dsl.do import DO
-from dotdo.dsl.flow_runtime import load_flow
-from dotdo.dsl.triggers import ScheduleError, every, on
-from dotdo.engine._hibernation import ApprovalError
+from dotdo.dsl.flow.loader import load_flow
+from dotdo.dsl.python.approvals import approval
+from dotdo.dsl.python.decorators import compensate, step, workflow
+from dotdo.dsl.python.do import DO
+from dotdo.dsl.python.triggers import ScheduleError, every, on
 from dotdo.engine.context import StepContext, current_step
 from dotdo.engine.engine import Engine, RunHandle
 from dotdo.engine.models import Approval, CascadeResult, Decision, EventRecord
 from dotdo.engine.records import RunInfo, StepRecord
+from dotdo.engine.waits import ApprovalError
 from dotdo.errors import (
     CompensationFailed,
     CompileError,

@@ -1,7 +1,8 @@
 """A pytest file to copy: prove a workflow survives a crash at every durable boundary.
 
 Run it with `pytest examples/crash_safe_test.py`. The `crash_safe` fixture comes from the
-dotdo.crashcheck plugin, enabled by the `pytest_plugins` line below (or in your conftest.py).
+dotdo.testing.crashcheck plugin, enabled by the `pytest_plugins` line below (or in your
+conftest.py).
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dotdo.crashcheck import CrashSafe
 from dotdo.testing import BOUNDARIES, Approve, Expire, VirtualClock
+from dotdo.testing.crashcheck import CrashSafe
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -19,7 +20,7 @@ if str(ROOT) not in sys.path:
 from examples.orders import SAMPLE, Orders  # noqa: E402
 from examples.purchase import ORDERS, Purchasing  # noqa: E402
 
-pytest_plugins = ["dotdo.crashcheck"]
+pytest_plugins = ["dotdo.testing.crashcheck"]
 
 
 async def test_process_order_is_crash_safe(crash_safe: CrashSafe) -> None:

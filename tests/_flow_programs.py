@@ -124,7 +124,7 @@ from datetime import timedelta
 
 import _flow_programs as P
 from dotdo import DO, PermanentError, compensate, step, workflow
-from dotdo.dsl.flow_errors import FlowFailure
+from dotdo.dsl.flow.diagnostics import FlowFailure
 
 
 class Generated(DO):

@@ -26,8 +26,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from dotdo import Engine, RunFailed
-from dotdo.crashcheck import IN_FLIGHT
 from dotdo.testing import CrashAt, SimulatedCrash
+from dotdo.testing.crashcheck import IN_FLIGHT
 
 EXAMPLES = 300
 """Examples per property in `make test` (the issue's floor)."""

@@ -23,6 +23,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import dotdo.cli
+import dotdo.cli.app
 from dotdo import Engine, RunInfo, __version__
 from dotdo.testing import CrashAt, SimulatedCrash
 
@@ -206,7 +207,7 @@ def test_unexpected_errors_are_one_line_unless_debugging(
     def broken(*args: object) -> None:
         raise KeyError("oops")
 
-    monkeypatch.setattr(dotdo.cli, "render_runs", broken)
+    monkeypatch.setattr(dotdo.cli.app, "render_runs", broken)
     line = assert_one_error_line(dotdo_cmd("runs", "--db", db), code=1, contains="KeyError")
     assert line.endswith("(run with DOTDO_DEBUG=1 for a traceback)")
     monkeypatch.setenv("DOTDO_DEBUG", "1")

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from dotdo import DO, Engine, step, workflow
-from dotdo.crashcheck import CrashSafe
 from dotdo.testing import BOUNDARIES, CrashSafetyError, VirtualClock, assert_crash_safe
+from dotdo.testing.crashcheck import CrashSafe
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:
 
 from examples import orders, trip  # noqa: E402
 
-pytest_plugins = ["dotdo.crashcheck"]
+pytest_plugins = ["dotdo.testing.crashcheck"]
 
 
 async def test_orders_is_crash_safe(crash_safe: CrashSafe) -> None:

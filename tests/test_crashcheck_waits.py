@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from dotdo import DO, step, workflow
-from dotdo.crashcheck import CrashSafe
 from dotdo.testing import (
     BOUNDARIES,
     Approve,
@@ -27,6 +26,7 @@ from dotdo.testing import (
     VirtualClock,
     Waiting,
 )
+from dotdo.testing.crashcheck import CrashSafe
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
 
 from examples.purchase import CHAIN, ORDERS, Purchasing  # noqa: E402
 
-pytest_plugins = ["dotdo.crashcheck"]
+pytest_plugins = ["dotdo.testing.crashcheck"]
 
 START = datetime(2030, 3, 4, 9, 0, tzinfo=UTC)
 
@@ -158,8 +158,8 @@ async def test_an_event_sent_but_not_delivered_is_not_sent_again(tmp_path: Path)
     """Between engine.send and the dispatcher's delivery the wait still looks open; the
     checker must see the event in transit, or it would answer the same wait twice."""
     from dotdo import Engine
-    from dotdo._crash_answers import current_wait
-    from dotdo.engine.store import Store
+    from dotdo.engine.store.sqlite import Store
+    from dotdo.testing.answers import current_wait
 
     db = tmp_path / "transit.db"
     async with Engine(db, clock=VirtualClock(START)) as engine:
@@ -212,8 +212,8 @@ class _ScriptedStore:
 
 
 async def test_an_event_delivered_between_the_checkers_reads_is_not_answered_again() -> None:
-    from dotdo._crash_answers import current_wait
     from dotdo.engine.records import RunInfo
+    from dotdo.testing.answers import current_wait
 
     info = RunInfo.model_construct(run_id="r", status="waiting", wake_at=None)
     store = _ScriptedStore()

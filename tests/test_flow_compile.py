@@ -23,7 +23,6 @@ if str(ROOT) not in sys.path:
 
 from dotdo import DO, step, workflow  # noqa: E402
 from dotdo.compiler.codegen import build_program  # noqa: E402
-from dotdo.compiler.flow_builtins import BUILTINS, EXCEPTIONS, runtime_namespace  # noqa: E402
 from dotdo.compiler.ir import (  # noqa: E402
     ApprovalNode,
     BlockNode,
@@ -35,7 +34,8 @@ from dotdo.compiler.ir import (  # noqa: E402
     StepNode,
     WaitEventNode,
 )
-from dotdo.dsl.flow_runtime import load_flow, load_source  # noqa: E402
+from dotdo.dsl.flow.builtins import BUILTINS, EXCEPTIONS, runtime_namespace  # noqa: E402
+from dotdo.dsl.flow.loader import load_flow, load_source  # noqa: E402
 from examples.orders import Orders  # noqa: E402
 from examples.trip import Trips  # noqa: E402
 

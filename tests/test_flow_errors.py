@@ -16,10 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dotdo.compiler.flow_check import check_file, check_files, check_source  # noqa: E402
-from dotdo.dsl.flow_errors import Diagnostic, FlowError, FlowSyntaxError  # noqa: E402
-from dotdo.dsl.flow_parser import parse_source  # noqa: E402
-from dotdo.dsl.flow_runtime import load_source  # noqa: E402
+from dotdo.dsl.flow.checker import check_file, check_files, check_source  # noqa: E402
+from dotdo.dsl.flow.diagnostics import Diagnostic, FlowError, FlowSyntaxError  # noqa: E402
+from dotdo.dsl.flow.loader import load_source  # noqa: E402
+from dotdo.dsl.flow.parser import parse_source  # noqa: E402
 from dotdo.errors import CompileError, DotdoError  # noqa: E402
 
 W = "workflow w(x):\n"

@@ -22,11 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dotdo.compiler.flow_check import check_source  # noqa: E402
-from dotdo.dsl import flow_ast as A  # noqa: E402
-from dotdo.dsl.flow_errors import Diagnostic, FlowError  # noqa: E402
-from dotdo.dsl.flow_format import format_file, format_module, format_source  # noqa: E402
-from dotdo.dsl.flow_parser import parse_source  # noqa: E402
+from dotdo.dsl.flow import nodes as A  # noqa: E402
+from dotdo.dsl.flow.checker import check_source  # noqa: E402
+from dotdo.dsl.flow.diagnostics import Diagnostic, FlowError  # noqa: E402
+from dotdo.dsl.flow.formatter import format_file, format_module, format_source  # noqa: E402
+from dotdo.dsl.flow.parser import parse_source  # noqa: E402
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.flow"))
 T = TypeVar("T")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dotdo.dsl import flow_ast as A
-from dotdo.dsl.flow_parser import parse_expression, parse_source
+from dotdo.dsl.flow import nodes as A
+from dotdo.dsl.flow.parser import parse_expression, parse_source
 
 N = A.Name
 

@@ -36,7 +36,6 @@ from hypothesis import strategies as st
 
 from dotdo import Engine, RunFailed
 from dotdo.compiler.codegen import Frame
-from dotdo.engine._state import encode_state
 from dotdo.engine.interpreter import (
     Call,
     Finish,
@@ -51,6 +50,7 @@ from dotdo.engine.interpreter import (
     Wait,
     advance,
 )
+from dotdo.engine.state import encode_state
 from dotdo.errors import PermanentError
 from dotdo.testing import CrashAt
 

@@ -36,7 +36,7 @@ Every program is deterministic given its plan, with no outside driver: waits onl
 events the run sent itself (or time out after 20ms), approvals expire (5ms deadline), and
 recorded values never reach the result. So any difference between two runs is a bug. The
 plain tests at the end are counterexamples these properties found, fixed in
-dotdo/engine/_hibernation.py.
+dotdo/engine/waits.py.
 
 Deterministic by default (derandomize); `HYPOTHESIS_PROFILE=soak` runs far more examples.
 """
@@ -65,10 +65,10 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from dotdo import Engine, RunFailed
-from dotdo.compiler.flow_check import check_source
-from dotdo.dsl.decorators import WorkflowDef
-from dotdo.dsl.flow_format import format_source
-from dotdo.dsl.flow_runtime import load_flow, load_source
+from dotdo.dsl.flow.checker import check_source
+from dotdo.dsl.flow.formatter import format_source
+from dotdo.dsl.flow.loader import load_flow, load_source
+from dotdo.dsl.python.decorators import WorkflowDef
 from dotdo.testing import CrashAt
 
 pytestmark = SOAK_MARKS

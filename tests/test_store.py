@@ -21,7 +21,7 @@ import pytest
 from pydantic import BaseModel
 
 from dotdo import DO, Engine, StoreError, workflow
-from dotdo.engine.store import SCHEMA_VERSION
+from dotdo.engine.store.sqlite import SCHEMA_VERSION
 
 
 def _live_connections() -> list[aiosqlite.Connection]:

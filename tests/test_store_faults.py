@@ -39,9 +39,9 @@ from dotdo import (
     step,
     workflow,
 )
-from dotdo.engine import store as store_module
-from dotdo.engine._faults import is_store_fault, retry_delay
-from dotdo.engine.store import Checkpoint
+from dotdo.engine.faults import is_store_fault, retry_delay
+from dotdo.engine.store import sqlite as store_module
+from dotdo.engine.store.sqlite import Checkpoint
 from dotdo.testing import SimulatedCrash
 
 

@@ -23,19 +23,24 @@ from typing import TYPE_CHECKING, Any, Literal
 import aiosqlite
 
 from dotdo.compiler.codegen import Frame, Program
-from dotdo.compiler.flow_sandbox import check_allow_list
 from dotdo.compiler.loop_budget import DEFAULT_LOOP_BUDGET
-from dotdo.dsl.decorators import WorkflowDef
-from dotdo.dsl.do import DO
+from dotdo.dsl.flow.sandbox import check_allow_list
+from dotdo.dsl.python.decorators import WorkflowDef
+from dotdo.dsl.python.do import DO
 from dotdo.engine import serde
-from dotdo.engine._dbfile import is_read_only_error
-from dotdo.engine._driver import FaultHook, _Run
-from dotdo.engine._faults import Outage, is_store_fault
-from dotdo.engine._hibernation import Hibernation
-from dotdo.engine._ids import check_id
-from dotdo.engine._starts import NewRun, create_run
-from dotdo.engine._state import bind_inputs, decode_state, encode_state
-from dotdo.engine._trust import (
+from dotdo.engine.clock import Clock, SystemClock
+from dotdo.engine.driver import FaultHook, _Run
+from dotdo.engine.faults import Outage, is_store_fault
+from dotdo.engine.handle import RunHandle
+from dotdo.engine.ids import check_id
+from dotdo.engine.interpreter import Event, Resume, RunState, TimerFired
+from dotdo.engine.leases import claim, lease_is_free, new_owner, release_owner, renew
+from dotdo.engine.records import RunInfo, StepRecord
+from dotdo.engine.starts import NewRun, create_run
+from dotdo.engine.state import bind_inputs, decode_state, encode_state
+from dotdo.engine.store.files import is_read_only_error
+from dotdo.engine.store.sqlite import Store
+from dotdo.engine.trust import (
     check_mac,
     check_state,
     mac_key,
@@ -44,12 +49,7 @@ from dotdo.engine._trust import (
     stored_graph,
     trust_types_of,
 )
-from dotdo.engine.clock import Clock, SystemClock
-from dotdo.engine.handle import RunHandle
-from dotdo.engine.interpreter import Event, Resume, RunState, TimerFired
-from dotdo.engine.leases import claim, lease_is_free, new_owner, release_owner, renew
-from dotdo.engine.records import RunInfo, StepRecord
-from dotdo.engine.store import Store
+from dotdo.engine.waits import Hibernation
 from dotdo.errors import (
     DotdoError,
     GraphIntegrityError,
@@ -61,7 +61,7 @@ from dotdo.errors import (
 )
 
 if TYPE_CHECKING:
-    from dotdo.dsl.flow_runtime import FlowModule
+    from dotdo.dsl.flow.loader import FlowModule
 
 __all__ = ["Engine", "FaultHook", "RunHandle"]
 
@@ -151,7 +151,7 @@ class Engine(Hibernation):
 
     def load_flow(self, path: str | Path) -> FlowModule:
         """Load a `.flow` file with this engine's `flow_modules` allowed, and register it."""
-        from dotdo.dsl.flow_runtime import load_flow  # the flow front end, only when asked
+        from dotdo.dsl.flow.loader import load_flow  # the flow front end, only when asked
 
         module = load_flow(path, flow_modules=self.flow_modules)
         self.register(module)

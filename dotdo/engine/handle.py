@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any
 
-from dotdo.dsl.decorators import WorkflowDef
+from dotdo.dsl.python.decorators import WorkflowDef
 from dotdo.engine import serde
 from dotdo.engine.records import RunInfo
 from dotdo.errors import RunFailed

@@ -33,7 +33,7 @@ from dotdo.compiler.ir import (
     StepNode,
     WaitEventNode,
 )
-from dotdo.dsl.triggers import check_event_name
+from dotdo.dsl.python.triggers import check_event_name
 from dotdo.engine import serde
 from dotdo.engine.cascade import HUMAN, conclude, read_answer
 from dotdo.errors import (

@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from dotdo.dsl.do import DO
+from dotdo.dsl.python.do import DO
 from dotdo.entities.errors import ProtocolError, UnknownMethod
 from dotdo.entities.messages import MAX_OPS, ImportRef
 from dotdo.entities.stubs import Op, Stub

@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 from pydantic import BaseModel
 
-from dotdo.dsl.do import DO
+from dotdo.dsl.python.do import DO
 from dotdo.engine import serde
-from dotdo.engine._faults import is_store_fault
+from dotdo.engine.faults import is_store_fault
 from dotdo.engine.serde import JSONValue
-from dotdo.engine.store import Store
+from dotdo.engine.store.sqlite import Store
 from dotdo.entities.chains import Plan, check_chain, run_chain
 from dotdo.entities.errors import (
     CallConflict,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from dotdo.engine.store import Store
+from dotdo.engine.store.sqlite import Store
 from dotdo.entities.errors import CallIdReused
 
 __all__ = ["check_repeat", "database_id", "derived", "qualified"]

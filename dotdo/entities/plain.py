@@ -16,8 +16,8 @@ import sys
 import weakref
 from typing import Any
 
-from dotdo.dsl import do as _do
-from dotdo.dsl.do import DO
+from dotdo.dsl.python import do as _do
+from dotdo.dsl.python.do import DO
 from dotdo.engine import serde
 from dotdo.entities.chains import check_chain, read_data, run_chain
 from dotdo.entities.errors import ArgumentError, UnknownEntity

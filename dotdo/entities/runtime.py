@@ -35,12 +35,12 @@ from typing import Any
 
 import aiosqlite
 
-from dotdo.dsl.do import DO
+from dotdo.dsl.python.do import DO
 from dotdo.engine import serde
-from dotdo.engine._faults import Outage
 from dotdo.engine.context import StepContext, current_step
 from dotdo.engine.engine import Engine
-from dotdo.engine.store import FINISHED, Store
+from dotdo.engine.faults import Outage
+from dotdo.engine.store.sqlite import FINISHED, Store
 from dotdo.entities.errors import (
     ArgumentError,
     CallIdReused,

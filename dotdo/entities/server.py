@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dotdo.dsl.do import DO
+from dotdo.dsl.python.do import DO
 from dotdo.engine.engine import Engine
 from dotdo.entities.errors import (
     ArgumentError,

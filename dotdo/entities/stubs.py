@@ -27,7 +27,7 @@ from dotdo.entities.errors import EntityError
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from dotdo.dsl.do import DO
+    from dotdo.dsl.python.do import DO
 
 __all__ = [
     "EagerSink",

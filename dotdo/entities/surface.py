@@ -37,10 +37,10 @@ from typing import Any, Final
 
 from pydantic import BaseModel, TypeAdapter
 
-from dotdo.dsl import do as _do
-from dotdo.dsl.approvals import ApprovalDef
-from dotdo.dsl.decorators import StepDef, WorkflowDef
-from dotdo.dsl.do import DO
+from dotdo.dsl.python import do as _do
+from dotdo.dsl.python.approvals import ApprovalDef
+from dotdo.dsl.python.decorators import StepDef, WorkflowDef
+from dotdo.dsl.python.do import DO
 from dotdo.engine import serde
 from dotdo.entities.errors import ArgumentError
 

@@ -24,7 +24,7 @@ import pytest
 from pydantic import BaseModel
 
 from dotdo import DO, Engine, PermanentError, step, workflow
-from dotdo.engine.store import _MIGRATIONS
+from dotdo.engine.store.sqlite import _MIGRATIONS
 from dotdo.entities import CallIdReused, connect, create_app, entities_of, remote, running
 from dotdo.entities.transport import RPC_PATH
 

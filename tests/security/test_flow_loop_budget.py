@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from dotdo import DO, DotdoError, Engine, LoopBudgetExceeded, RunFailed, workflow
-from dotdo.dsl.flow_runtime import load_source
+from dotdo.dsl.flow.loader import load_source
 from examples import flow_steps
 
 HEAD = """\

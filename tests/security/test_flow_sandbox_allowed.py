@@ -15,9 +15,9 @@ from conftest import ROOT, Project, side_effect
 
 import dotdo.cli
 from dotdo import DotdoError, Engine
-from dotdo.compiler.flow_check import check_file
-from dotdo.dsl.flow_errors import FlowError
-from dotdo.dsl.flow_runtime import load_flow
+from dotdo.dsl.flow.checker import check_file
+from dotdo.dsl.flow.diagnostics import FlowError
+from dotdo.dsl.flow.loader import load_flow
 
 STEP = """\
 def double(x):

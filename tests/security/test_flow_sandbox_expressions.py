@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import pytest
 
-from dotdo.compiler.flow_builtins import BUILTINS, runtime_namespace
-from dotdo.compiler.flow_check import check_source
-from dotdo.dsl.flow_errors import Diagnostic
-from dotdo.dsl.flow_runtime import load_source
+from dotdo.dsl.flow.builtins import BUILTINS, runtime_namespace
+from dotdo.dsl.flow.checker import check_source
+from dotdo.dsl.flow.diagnostics import Diagnostic
+from dotdo.dsl.flow.loader import load_source
 
 HEAD = """\
 import examples.orders: Order, Receipt

@@ -22,8 +22,8 @@ from conftest import ROOT, Project, side_effect
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from dotdo.compiler.flow_check import check_source
-from dotdo.dsl.flow_runtime import load_source
+from dotdo.dsl.flow.checker import check_source
+from dotdo.dsl.flow.loader import load_source
 
 STDLIB = ["os", "subprocess", "builtins", "io", "operator", "importlib", "os.path", "ctypes"]
 STDLIB += ["pickle", "json", "sys", "posix", "functools", "types", "shutil"]

@@ -17,9 +17,9 @@ from contextlib import contextmanager
 import pytest
 from conftest import Project
 
-from dotdo.compiler.flow_check import check_source
-from dotdo.dsl.flow_errors import Diagnostic, FlowError
-from dotdo.dsl.flow_runtime import load_source
+from dotdo.dsl.flow.checker import check_source
+from dotdo.dsl.flow.diagnostics import Diagnostic, FlowError
+from dotdo.dsl.flow.loader import load_source
 
 USE_STEP = "workflow w(x: int):\n    y = do s(x)\n    return y\n"
 """A workflow that runs the step `s` (appended to the declarations under test)."""

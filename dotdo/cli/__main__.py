@@ -1,0 +1,5 @@
+"""`python -m dotdo.cli`."""
+
+from dotdo.cli.app import main
+
+main()

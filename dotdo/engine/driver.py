@@ -1,0 +1,458 @@
+"""Driving one run: perform the interpreter's commands and persist each transition.
+
+Every step's outcome is committed in one transaction with the run's next state, its journal
+line and the events it sent (the outbox); the run proceeds only after that commit. `try_`
+steps are journalled as started before they run, so a crash mid-attempt is detected on
+recovery and the step fails with `StepInterrupted` instead of running twice. A write that
+fails without a crash (a full disk) is handled the same way, in the same process: the run is
+driven again from its last committed checkpoint after a backoff (`_faults.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from dotdo.compiler.codegen import Program
+from dotdo.dsl.python.decorators import WorkflowDef
+from dotdo.dsl.python.do import DO
+from dotdo.engine import serde
+from dotdo.engine.clock import Clock
+from dotdo.engine.context import StepContext, enter_step, leave_step
+from dotdo.engine.faults import StoreFaults, is_store_fault
+from dotdo.engine.interpreter import (
+    Call,
+    Event,
+    Finish,
+    Record,
+    Recorded,
+    RunState,
+    StepErr,
+    StepOk,
+    Suspend,
+    Transition,
+    Wait,
+    advance,
+)
+from dotdo.engine.state import dump_error, encode_state
+from dotdo.engine.store.sqlite import Checkpoint, JournalRow, Store
+from dotdo.errors import DotdoError, LeaseLost, SerializationError, StepInterrupted, StepTimeout
+
+__all__ = ["FaultHook", "RunDriver"]
+
+log = logging.getLogger("dotdo.engine")
+
+FaultHook = Callable[[str, str], None]
+"""Called as hook(point, run_id) at every durable boundary; raising a BaseException there
+(dotdo.testing.SimulatedCrash) stops the engine as if its process had died. Points:
+"before_step", "after_step" (executed, not yet recorded), "before_commit", "after_commit"."""
+
+_FINAL = {"completed": "completed", "failed": "failed", "compensated": "compensated"}
+
+
+class _Run:
+    """A run this engine is advancing right now (in memory only while it is runnable)."""
+
+    def __init__(
+        self,
+        run_id: str,
+        workflow: WorkflowDef[Any],
+        program: Program,
+        state: RunState,
+        instance: DO,
+        steps_done: int,
+    ) -> None:
+        self.run_id = run_id
+        self.workflow = workflow
+        self.program = program
+        self.state = state
+        self.instance = instance
+        self.steps_done = steps_done
+        self.cancel = False
+
+
+class RunDriver(StoreFaults):
+    """The part of the engine that advances runs; `Engine` adds the API and background work."""
+
+    clock: Clock
+    faults: FaultHook | None
+    loop_budget: int
+    """Graph nodes (and plain .flow loop iterations) a run may go through between two
+    durable operations (see dotdo.compiler.loop_budget)."""
+    _active: dict[str, asyncio.Task[None]]
+    _runs: dict[str, _Run]
+    _waiters: dict[str, list[asyncio.Future[None]]]
+    _kick: asyncio.Event
+    _closing: bool
+    _crashed: BaseException | None
+    _resume_after: set[str]
+    """Runs woken (an event, a decision) while their task was still ending after it parked:
+    that task resumes them as it ends, or nothing would drive them until a restart."""
+    _dying: BaseException | None = None
+    """Set the moment a fault hook kills this engine, before `_crash` has run: from then on
+    no step starts, as none would in a process that died at that boundary."""
+
+    @property
+    def store(self) -> Store:
+        raise NotImplementedError
+
+    async def _crash(self, error: BaseException) -> None:
+        raise NotImplementedError
+
+    async def _resume(self, run_id: str) -> None:
+        raise NotImplementedError
+
+    async def _withdraw_approvals(self, run_id: str) -> None:
+        raise NotImplementedError
+
+    async def _suspend(
+        self, run: _Run, t: Transition, journal: list[JournalRow], sends: list[tuple[str, Any]]
+    ) -> tuple[Event, JournalRow] | None:
+        raise NotImplementedError
+
+    def _commit_hook(self, point: str, run_ids: Iterable[str]) -> None:
+        for run_id in run_ids:
+            self._fault(point, run_id)
+
+    def _fault(self, point: str, run_id: str) -> None:
+        if self._dying is not None:
+            raise self._dying
+        if self.faults:
+            try:
+                self.faults(point, run_id)
+            except BaseException as death:
+                if not isinstance(death, Exception):  # a simulated process death
+                    self._dying = death
+                raise
+
+    def _spawn(
+        self,
+        run: _Run,
+        event: Event,
+        *,
+        recovered: bool = False,
+        journal: list[JournalRow] | None = None,
+    ) -> None:
+        if self._closing or self._crashed is not None or run.run_id in self._active:
+            return
+        task = asyncio.create_task(
+            self._guard(run, event, recovered, journal), name=f"dotdo-run-{run.run_id}"
+        )
+        self._active[run.run_id] = task
+        self._runs[run.run_id] = run
+
+    async def _guard(
+        self, run: _Run, event: Event, recovered: bool, journal: list[JournalRow] | None
+    ) -> None:
+        failure: Exception | None = None
+        try:
+            await self._drive(run, event, recovered, journal)
+        except LeaseLost:
+            log.info("run %s is now owned by another process", run.run_id)
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            failure = exc
+            if not is_store_fault(exc):  # a store fault is logged once, by the store
+                log.exception("engine error while advancing run %s; retrying it", run.run_id)
+        except BaseException as crash:
+            await self._crash(crash)
+        finally:
+            self._active.pop(run.run_id, None)
+            self._runs.pop(run.run_id, None)
+        if failure is not None:
+            # Nothing after the last commit was stored: drive the run again from there.
+            self._retry_later(run.run_id, failure)
+            return
+        if self._faulted:
+            self._faulted.pop(run.run_id, None)
+        if run.run_id in self._resume_after:
+            self._resume_after.discard(run.run_id)
+            if not self._closing and self._crashed is None:
+                try:
+                    await self._resume(run.run_id)
+                except Exception as exc:  # _resume handles store faults itself: a bug
+                    log.exception("could not resume woken run %s; retrying", run.run_id)
+                    self._retry_later(run.run_id, exc)
+                except BaseException as crash:
+                    await self._crash(crash)
+
+    async def _drive(
+        self, run: _Run, event: Event, recovered: bool, journal: list[JournalRow] | None = None
+    ) -> None:
+        now = self.clock.now()
+        t = advance(run.program, run.instance, run.state, event, now, self.loop_budget)
+        sends = list(t.sends)
+        journal = list(journal or [])
+        first = recovered
+        while True:
+            command = t.command
+            if run.cancel:
+                await self._finish_cancelled(run, journal, sends)
+                return
+            if isinstance(command, Suspend):
+                resolved = await self._suspend(run, t, journal, sends)
+                journal, sends = [], []
+                if resolved is None:
+                    return
+                event, row = resolved
+                journal = [row]
+                t = advance(
+                    run.program, run.instance, t.state, event, self.clock.now(), self.loop_budget
+                )
+                sends.extend(t.sends)
+                continue
+            if journal or isinstance(command, Wait | Finish):
+                ended = await self._commit(run, t, journal, sends)
+                journal, sends = [], []
+                if ended:
+                    return
+            if self._closing:
+                return
+            if isinstance(command, Record):
+                value = self._record(command.what)
+                journal = [
+                    JournalRow(
+                        command.key,
+                        "completed",
+                        1,
+                        value=serde.dumps(value),
+                        seq=run.steps_done + 1,
+                        finished_at=self.clock.now(),
+                    )
+                ]
+                run.steps_done += 1
+                t = advance(
+                    run.program,
+                    run.instance,
+                    t.state,
+                    Recorded(value),
+                    self.clock.now(),
+                    self.loop_budget,
+                )
+            else:
+                assert isinstance(command, Call)
+                outcome, row = await self._call(run, t, command, check_started=first)
+                journal = [row]
+                if row.status == "completed":
+                    run.steps_done += 1
+                t = advance(
+                    run.program, run.instance, t.state, outcome, self.clock.now(), self.loop_budget
+                )
+            first = False
+            sends.extend(t.sends)
+
+    async def _call(
+        self, run: _Run, t: Transition, call: Call, *, check_started: bool
+    ) -> tuple[Event, JournalRow]:
+        started = self.clock.now()
+        if call.mode == "try":
+            if check_started and await self._was_started(run.run_id, call.key):
+                error = StepInterrupted(
+                    f"try_ step {call.key!r} was in flight when its process died; "
+                    "at-most-once forbids running it again"
+                )
+                return StepErr(error), self._failed_row(call, error, started)
+            row = JournalRow(call.key, "started", call.attempt, started_at=started)
+            await self.store.checkpoint(self._checkpoint(run, "running", journal=[row]))
+        self._fault("before_step", run.run_id)
+        outcome = await self._execute(run.run_id, call)
+        self._fault("after_step", run.run_id)
+        finished = self.clock.now()
+        if isinstance(outcome, StepOk):
+            try:
+                value = serde.dumps(outcome.value)
+            except SerializationError as exc:
+                bad = SerializationError(
+                    f"step {call.key!r} returned a value that cannot be stored: {exc}"
+                )
+                return StepErr(bad), self._failed_row(call, bad, started)
+            return outcome, JournalRow(
+                call.key,
+                "completed",
+                call.attempt,
+                value=value,
+                seq=run.steps_done + 1,
+                started_at=started,
+                finished_at=finished,
+            )
+        assert isinstance(outcome, StepErr)
+        return outcome, self._failed_row(call, outcome.error, started)
+
+    def _failed_row(self, call: Call, error: BaseException, started: float) -> JournalRow:
+        return JournalRow(
+            call.key,
+            "failed",
+            call.attempt,
+            error=serde.dumps(error),
+            started_at=started,
+            finished_at=self.clock.now(),
+        )
+
+    async def _was_started(self, run_id: str, key: str) -> bool:
+        row = await self.store.fetch_one(
+            "SELECT status FROM steps WHERE run_id = ? AND step_key = ?", (run_id, key)
+        )
+        return row is not None and row["status"] == "started"
+
+    async def _execute(self, run_id: str, call: Call) -> StepOk | StepErr:
+        token = enter_step(StepContext(run_id, call.key, call.attempt))
+        timeout = call.policy.timeout
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                if timeout is not None and not inspect.iscoroutinefunction(call.fn):
+                    result = await asyncio.to_thread(call.fn, *call.args, **call.kwargs)
+                else:
+                    result = call.fn(*call.args, **call.kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+            return StepOk(result)
+        except Exception as error:
+            if isinstance(error, TimeoutError) and deadline.expired():
+                error = StepTimeout(f"step {call.key!r} timed out after {timeout}s")
+            return StepErr(error)
+        finally:
+            leave_step(token)
+
+    def _record(self, what: str) -> Any:
+        if what == "now":
+            return datetime.fromtimestamp(self.clock.now(), UTC)
+        if what == "uuid":
+            return uuid.uuid4()
+        return random.random()
+
+    async def _commit(
+        self,
+        run: _Run,
+        t: Transition,
+        journal: list[JournalRow],
+        sends: list[tuple[str, Any]],
+        *,
+        status: str | None = None,
+        extra: list[tuple[str, tuple[Any, ...]]] | None = None,
+    ) -> bool:
+        """Persist a transition; True when the run has stopped advancing (waits or ended)."""
+        command = t.command
+        kwargs: dict[str, Any] = {"extra": extra or []}
+        if status is not None:
+            pass
+        elif isinstance(command, Wait | Suspend):
+            status = "waiting"
+            kwargs.update(wake_at=command.until, release=True)
+        elif isinstance(command, Finish):
+            status = _FINAL[command.status]
+            kwargs.update(release=True, error=dump_error(command.error))
+            if command.status == "completed":
+                try:
+                    kwargs["result"] = serde.dumps(command.value)
+                except SerializationError as exc:
+                    status = "failed"
+                    kwargs["error"] = serde.dumps(
+                        SerializationError(
+                            f"the workflow returned a value that cannot be stored: {exc}"
+                        )
+                    )
+        else:
+            status = "running"
+        try:
+            encoded_sends = [(name, serde.dumps(data)) for name, data in sends]
+            checkpoint = self._checkpoint(
+                run, status, journal=journal, sends=encoded_sends, **kwargs
+            )
+        except SerializationError as exc:
+            # The workflow holds something unstorable: fail the run, keep its last good state.
+            checkpoint = self._checkpoint(
+                run,
+                "failed",
+                journal=journal,
+                release=True,
+                error=serde.dumps(exc),
+                keep_state=True,
+            )
+            command = Finish("failed", error=exc)
+        await self.store.checkpoint(checkpoint)
+        if self._faulted:
+            self._faulted.pop(run.run_id, None)
+        if isinstance(command, Finish) or checkpoint.status == "failed":
+            self._notify(run.run_id)
+        elif isinstance(command, Wait | Suspend):
+            self._kick.set()
+        if sends:
+            self._kick.set()
+        return checkpoint.status != "running"
+
+    def _checkpoint(
+        self,
+        run: _Run,
+        status: str,
+        *,
+        journal: list[JournalRow] | None = None,
+        sends: list[tuple[str, str]] | None = None,
+        wake_at: float | None = None,
+        result: str | None = None,
+        error: str | None = None,
+        release: bool = False,
+        keep_state: bool = False,
+        extra: list[tuple[str, tuple[Any, ...]]] | None = None,
+    ) -> Checkpoint:
+        state_json = (
+            self._last_state(run)
+            if keep_state
+            else encode_state(run.state, run.program.graph, run.program.live.get(run.state.node))
+        )
+        return Checkpoint(
+            run_id=run.run_id,
+            status=status,
+            node=run.state.node,
+            state=state_json,
+            steps_done=run.steps_done,
+            now=self.clock.now(),
+            wake_at=wake_at,
+            result=result,
+            error=error,
+            journal=journal or [],
+            sends=sends or [],
+            release=release,
+            extra=extra or [],
+        )
+
+    @staticmethod
+    def _last_state(run: _Run) -> str:
+        try:
+            return _encode(run)
+        except SerializationError:
+            return serde.dumps({"frame": {}, "attempt": 0, "comp": [], "compensating": None})
+
+    async def _finish_cancelled(
+        self, run: _Run, journal: list[JournalRow], sends: list[tuple[str, Any]]
+    ) -> None:
+        encoded = [(name, serde.dumps(data)) for name, data in sends]
+        await self.store.checkpoint(
+            self._checkpoint(
+                run,
+                "cancelled",
+                journal=journal,
+                sends=encoded,
+                release=True,
+                error=serde.dumps(DotdoError("cancelled")),
+            )
+        )
+        await self._withdraw_approvals(run.run_id)
+        self._notify(run.run_id)
+
+    def _notify(self, run_id: str) -> None:
+        for future in self._waiters.pop(run_id, []):
+            if not future.done():
+                future.set_result(None)
+
+
+def _encode(run: _Run) -> str:
+    """The run's state with only the locals still live where it stands."""
+    return encode_state(run.state, run.program.graph, run.program.live.get(run.state.node))

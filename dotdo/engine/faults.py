@@ -1,0 +1,218 @@
+"""Store faults: a write that fails is retried; it never strands a run.
+
+A write can fail while the process lives on: the disk is full (SQLITE_FULL, ENOSPC), an I/O
+error (SQLITE_IOERR), the database stayed locked past busy_timeout. The failed transaction
+stored nothing, so each run it touched is treated as if its process had died at that point,
+without dying: after a backoff the run is driven again from its last committed checkpoint by
+the same engine (a `do` step in flight may run again, a `try_` in flight ends
+StepInterrupted, exactly as after a crash). Until then the run's retry task holds its place,
+so the lease this engine keeps renewing belongs to a run it does advance; the timer loop's
+orphan scan also resumes any run this engine holds that nothing advances (a path that lost
+track of one).
+
+The store logs when its writes start failing and when they work again, so an outage costs
+two log lines, not a traceback per tick. A simulated crash (`dotdo.testing.SimulatedCrash`,
+a BaseException) is not a fault: it still stops the engine as a process death would. These
+mechanics live here, not in the driver or the engine, because they cut across both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from dotdo.engine.leases import release_all
+from dotdo.engine.store.sqlite import Store
+from dotdo.errors import StoreWriteError
+
+__all__ = ["FAULT_FIRST", "FAULT_MAX", "Outage", "StoreFaults", "is_store_fault", "retry_delay"]
+
+log = logging.getLogger("dotdo.engine")
+
+T = TypeVar("T")
+
+FAULT_FIRST = 0.05
+"""Seconds before the first retry after a store fault; doubles with each further fault..."""
+FAULT_MAX = 2.0
+"""...up to this, so a run goes on within about two seconds of the store working again."""
+ERROR_FIRST = 1.0
+ERROR_MAX = 60.0
+"""The same for an unexpected engine error (a bug): slower, as a retry may not help."""
+
+
+def is_store_fault(error: BaseException) -> bool:
+    """True for a failure of the database that may go away: a full disk, an I/O error, a lock
+    held too long. Not for SQL mistakes, constraint violations or a simulated crash."""
+    if isinstance(error, StoreWriteError):
+        cause = error.__cause__
+        return cause is None or is_store_fault(cause)
+    if isinstance(error, sqlite3.OperationalError):
+        # SQLITE_ERROR (1) is a statement the database refuses (no such table): a bug. An
+        # error raised by hand (a test injecting "disk is full") carries no code.
+        code = getattr(error, "sqlite_errorcode", None)
+        return code is None or code & 0xFF != sqlite3.SQLITE_ERROR
+    return isinstance(error, OSError)
+
+
+def retry_delay(attempt: int, *, fault: bool) -> float:
+    """The wait before retry number `attempt` (0-based): exponential, capped."""
+    first, cap = (FAULT_FIRST, FAULT_MAX) if fault else (ERROR_FIRST, ERROR_MAX)
+    return float(min(cap, first * 2 ** min(attempt, 16)))
+
+
+class Outage:
+    """A background loop's view of failures: how long to back off, and one log line when
+    its store writes start failing and one when they work again, not one per try. (With
+    `announce` unset the loop stays quiet about store faults: the store logs them.)"""
+
+    def __init__(self, what: str, *, announce: str | None = None) -> None:
+        self.what = what
+        self.announce = announce
+        self.since: float | None = None
+        self.faults = 0
+
+    def failed(self, error: Exception) -> float:
+        """Note a failure (call it in the `except` block); returns the seconds to wait."""
+        if not is_store_fault(error):
+            log.exception("%s failed: will retry", self.what)
+            return 0.0
+        if self.since is None:
+            self.since = time.monotonic()
+            if self.announce:
+                log.warning("%s failed (%s); %s", self.what, error, self.announce)
+        self.faults += 1
+        return retry_delay(self.faults - 1, fault=True)
+
+    def over(self) -> None:
+        """Note a success."""
+        if self.since is not None and self.announce:
+            log.warning("%s works again after %.1fs", self.what, time.monotonic() - self.since)
+        self.since, self.faults = None, 0
+
+
+class StoreFaults:
+    """Retrying runs and writes after a failure; a base of the run driver."""
+
+    _store: Store | None
+    _active: dict[str, asyncio.Task[None]]
+    _closing: bool
+    _crashed: BaseException | None
+    _resume_after: set[str]
+    _loading: set[str]
+    """Runs being loaded by `_resume` (claimed, no task yet)."""
+    _faulted: dict[str, int]
+    """Failures of each run since its last successful commit: its backoff grows with them."""
+    _retrying: set[asyncio.Task[None]]
+    owner: str
+    shutdown_grace: float
+
+    async def _resume(self, run_id: str) -> None:
+        raise NotImplementedError
+
+    async def _crash(self, error: BaseException) -> None:
+        raise NotImplementedError
+
+    def _stopped(self) -> bool:
+        return self._closing or self._crashed is not None or self._store is None
+
+    def _retry_later(self, run_id: str, error: Exception) -> None:
+        """Drive `run_id` again from its last committed checkpoint after a backoff."""
+        if self._stopped() or run_id in self._active:
+            return
+        fault = is_store_fault(error)
+        attempt = self._faulted.get(run_id, 0)
+        self._faulted[run_id] = attempt + 1
+        delay = retry_delay(attempt, fault=fault)
+        task = asyncio.create_task(
+            self._redrive(run_id, delay, fault), name=f"dotdo-retry-{run_id}"
+        )
+        self._active[run_id] = task  # claims skip it, wake-ups queue behind it
+        self._retrying.add(task)
+        task.add_done_callback(self._retrying.discard)
+
+    async def _redrive(self, run_id: str, delay: float, fault: bool) -> None:
+        try:
+            await self._backoff(delay, fault=fault)
+        finally:
+            if self._active.get(run_id) is asyncio.current_task():
+                del self._active[run_id]
+        if self._stopped():
+            return
+        self._resume_after.discard(run_id)  # the reload below sees whatever woke it
+        try:
+            await self._resume(run_id)
+        except Exception as exc:  # _resume handles store faults itself: this is a bug
+            log.exception("cannot resume run %s; retrying", run_id)
+            self._retry_later(run_id, exc)
+        except BaseException as crash:
+            if isinstance(crash, asyncio.CancelledError):
+                raise
+            await self._crash(crash)
+
+    async def _backoff(self, delay: float, *, fault: bool) -> None:
+        """Wait `delay` seconds; after a store fault, only until a write succeeds again."""
+        store = self._store
+        if not fault or store is None or store.health.writable.is_set():
+            await asyncio.sleep(delay)
+            return
+        try:
+            async with asyncio.timeout(delay):
+                await store.health.writable.wait()
+        except TimeoutError:
+            pass
+
+    async def _persist(self, write: Callable[[], Awaitable[T]]) -> T:
+        """Run an idempotent write until it commits, backing off after each store fault.
+        Other errors, and a fault while the engine is closing, go to the caller."""
+        attempt = 0
+        while True:
+            try:
+                return await write()
+            except Exception as exc:
+                if not is_store_fault(exc) or self._stopped():
+                    raise
+            await self._backoff(retry_delay(attempt, fault=True), fault=True)
+            attempt += 1
+
+    async def _release_leases(self, store: Store) -> None:
+        """Hand every lease back at close; a failing store gets a few seconds of retries.
+        Leases not released expire after lease_seconds (at once for another process on this
+        host, which sees this one gone)."""
+        deadline = time.monotonic() + min(self.shutdown_grace, 5.0)
+        attempt = 0
+        while True:
+            try:
+                await store.write(functools.partial(release_all, owner=self.owner))
+                return
+            except Exception as exc:
+                if not is_store_fault(exc) or time.monotonic() >= deadline:
+                    log.warning("could not release this engine's leases at close: %s", exc)
+                    return
+            await asyncio.sleep(retry_delay(attempt, fault=True))
+            attempt += 1
+
+    async def _resume_stranded(self, idle_before: set[str]) -> set[str]:
+        """Resume the runs this engine holds the lease of but advances nowhere, if they were
+        so at the previous sweep too (a run is briefly so between its claim and its task).
+        Returns this sweep's idle runs, for the next. Never raises (the timer loop calls it)."""
+        try:
+            assert self._store is not None
+            rows = await self._store.fetch(
+                "SELECT run_id FROM runs WHERE lease_owner = ? AND status = 'running'",
+                (self.owner,),
+            )
+            idle = {r[0] for r in rows} - set(self._active) - self._loading
+            for run_id in sorted(idle & idle_before):
+                if not self._stopped() and run_id not in self._active:
+                    log.warning("run %s was held here but nothing advanced it: resuming", run_id)
+                    await self._resume(run_id)
+        except Exception as exc:
+            if not is_store_fault(exc):
+                log.exception("looking for runs held here but not advanced failed")
+            return set()
+        return idle
