@@ -1,30 +1,88 @@
-"""Every error dotdo raises on purpose.
+"""Every error dotdo raises on purpose, in one place.
 
 User mistakes (bad workflow code, unknown run ids, a locked database) surface as a subclass of
 `DotdoError`, so the CLI can print one line instead of a traceback and callers can catch the
-whole family at once.
+whole family at once. Each class names, in `__module__`, the public module it is imported
+from (`dotdo`, `dotdo.entities`, `dotdo.testing`), which is also the name a stored error
+is recorded under.
+
+    Exception
+    ├── PermanentError                 raise it in a step: fail at once, no retries
+    ├── AssertionError
+    │   └── CrashSafetyError           dotdo.testing: a crash point broke a property
+    └── DotdoError
+        ├── CompileError               workflow code that cannot be lowered (file:line:col)
+        │   └── FlowError              a .flow file with problems (.diagnostics)
+        │       └── FlowSyntaxError
+        ├── FlowFailure                `fail "reason"` in a running flow
+        ├── ScheduleError              an @every / @on the engine cannot understand
+        ├── SerializationError         a value that cannot be stored (or rebuilt)
+        ├── StoreError                 the database cannot be used
+        │   └── StoreWriteError        a write was not committed (disk full, I/O)
+        ├── RunNotFound
+        ├── InvalidId                  a run or entity id dotdo refuses
+        ├── RunConflict                a run id reused with another workflow or input
+        ├── GraphIntegrityError        a stored graph that must not run
+        ├── UnknownWorkflow
+        ├── LeaseLost                  another process owns the run now
+        ├── LoopBudgetExceeded         plain code that would not stop
+        ├── StepTimeout
+        ├── StepInterrupted            a try_ in flight when its process died
+        ├── ApprovalError              an approval that cannot be decided
+        ├── CompensationFailed
+        ├── RunFailed                  RunHandle.result() of a run that did not complete
+        ├── RemoteError                an error whose class is not known here
+        │   └── PermanentRemoteError   ... that the callee marked permanent
+        └── EntityError                dotdo.entities: calls between DO instances
+            ├── UnknownEntity *        * also PermanentError
+            ├── UnknownMethod *
+            ├── ArgumentError *
+            ├── ProtocolError *
+            ├── EntityAuthError *
+            ├── CallIdReused *
+            ├── EntityUnavailable      the callee could not be reached; retrying is safe
+            └── CallConflict
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 __all__ = [
+    "ApprovalError",
+    "ArgumentError",
+    "CallConflict",
+    "CallIdReused",
     "CompensationFailed",
     "CompileError",
+    "CrashSafetyError",
     "DotdoError",
+    "EntityAuthError",
+    "EntityError",
+    "EntityUnavailable",
+    "FlowError",
+    "FlowFailure",
+    "FlowSyntaxError",
     "GraphIntegrityError",
     "InvalidId",
     "LeaseLost",
     "LoopBudgetExceeded",
     "PermanentError",
+    "PermanentRemoteError",
+    "ProtocolError",
     "RemoteError",
     "RunConflict",
     "RunFailed",
     "RunNotFound",
+    "ScheduleError",
     "SerializationError",
     "StepInterrupted",
     "StepTimeout",
     "StoreError",
     "StoreWriteError",
+    "UnknownEntity",
+    "UnknownMethod",
     "UnknownWorkflow",
 ]
 
@@ -171,3 +229,128 @@ class RunFailed(DotdoError):
         self.error = error
         detail = f": {type(error).__name__}: {error}" if error is not None else ""
         super().__init__(f"run {run_id!r} ended {status}{detail}")
+
+
+class ScheduleError(DotdoError):
+    """A schedule or event pattern that cannot be understood."""
+
+
+class ApprovalError(DotdoError):
+    """An approval cannot be decided: unknown id, not this approver's turn, already settled."""
+
+
+# ------------------------------------------------------------------------------ .flow
+class FlowError(CompileError):
+    """A `.flow` file that cannot be loaded; `diagnostics` lists every problem found (each
+    a `dotdo.Diagnostic`: path, line, col, message, what was expected)."""
+
+    def __init__(self, diagnostics: Sequence[Any]) -> None:
+        self.diagnostics = list(diagnostics)
+        first = self.diagnostics[0] if self.diagnostics else None
+        super().__init__(
+            first.message if first else "error",
+            file=first.path if first else "<flow>",
+            line=first.line if first else 0,
+            col=first.col if first else 0,
+            hint=first.expected if first else None,
+        )
+        count = sum(1 for d in self.diagnostics if d.is_error)
+        where = first.path if first else "<flow>"
+        summary = f"{count} error{'s' if count != 1 else ''} in {where}"
+        rendered = "\n".join(d.render() for d in self.diagnostics)
+        Exception.__init__(self, f"{summary}\n{rendered}")
+
+
+class FlowSyntaxError(FlowError):
+    """The file does not parse; it carries exactly one diagnostic."""
+
+
+class FlowFailure(DotdoError):
+    """What `fail "reason"` raises inside a running flow (catchable with `except`)."""
+
+
+# ---------------------------------------------------------------- cross-DO calls
+# They travel as values: the callee encodes them into its answer and the caller re-raises
+# the same class, so each takes its message as its only argument (that is how serde
+# rebuilds an exception). Mistakes that no retry can fix are also PermanentErrors, so a
+# workflow step fails at once instead of backing off three times.
+class EntityError(DotdoError):
+    """Base of the errors of calls between DO instances."""
+
+
+class UnknownEntity(EntityError, PermanentError):
+    """No class of that name is hosted here, registered on the engine or routed remotely."""
+
+
+class UnknownMethod(EntityError, PermanentError):
+    """The chain reads or calls something the target does not offer to callers."""
+
+
+class ArgumentError(EntityError, PermanentError):
+    """An argument of the chain cannot be encoded, so the call cannot be sent."""
+
+
+class ProtocolError(EntityError, PermanentError):
+    """A message that does not follow the wire format (or a server that answered nonsense)."""
+
+
+class EntityAuthError(EntityError, PermanentError):
+    """The server refused the bearer token (missing or wrong)."""
+
+
+class EntityUnavailable(EntityError):
+    """The callee could not be reached or failed before answering; retrying is safe."""
+
+
+class CallConflict(EntityError):
+    """Another writer kept changing the instance's state; the call was not applied."""
+
+
+class CallIdReused(EntityError, PermanentError):
+    """A call id the callee already applied came back with another target, method or
+    arguments. The callee refuses it (HTTP 409) instead of answering another call's result:
+    a call id belongs to one request of one caller (see docs/cross-do.md, call identity)."""
+
+
+class PermanentRemoteError(RemoteError, PermanentError):
+    """A callee's PermanentError whose class the caller does not have: a RemoteError (type
+    name and message) that still fails the caller's step at once instead of retrying."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(type_name, message)
+        self.args = (type_name, message)  # so that it is stored and rebuilt as itself
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}"
+
+
+# ------------------------------------------------------------------------ testing
+class CrashSafetyError(AssertionError):
+    """A crash point where the resumed run broke a durability property.
+
+    An AssertionError so that pytest reports it as a test failure, not as an error in the
+    test's own machinery.
+    """
+
+
+_PUBLIC_HOME = {
+    **dict.fromkeys(
+        (
+            "EntityError",
+            "UnknownEntity",
+            "UnknownMethod",
+            "ArgumentError",
+            "ProtocolError",
+            "EntityAuthError",
+            "EntityUnavailable",
+            "CallConflict",
+            "CallIdReused",
+            "PermanentRemoteError",
+        ),
+        "dotdo.entities",
+    ),
+    "CrashSafetyError": "dotdo.testing",
+}
+for _name in __all__:
+    globals()[_name].__module__ = _PUBLIC_HOME.get(_name, "dotdo")
+del _name

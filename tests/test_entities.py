@@ -29,7 +29,7 @@ from dotdo.entities import (
     plain_entity,
     reset_plain,
 )
-from dotdo.entities.errors import EntityError
+from dotdo.errors import EntityError
 from dotdo.testing import CrashAt, SimulatedCrash
 
 

@@ -87,3 +87,44 @@ def test_testing_api_is_pinned() -> None:
     }
     for name in dotdo.testing.__all__:
         assert hasattr(dotdo.testing, name), name
+
+
+def test_every_public_error_lives_in_errors_and_names_its_public_home() -> None:
+    import importlib
+    import inspect
+
+    import dotdo.errors
+
+    errors = {id(getattr(dotdo.errors, n)) for n in dotdo.errors.__all__}
+    defined = {
+        f"{module.__name__}.{name}"
+        for module in [importlib.import_module(m) for m in _dotdo_modules()]
+        for name in getattr(module, "__all__", ())
+        if isinstance(value := getattr(module, name), type)
+        and issubclass(value, Exception)
+        and id(value) not in errors
+    }
+    # Signals that never leave their package: each is turned into something else there.
+    internal = {
+        "dotdo.cli.common.CliError",  # one line on stderr and an exit code
+        "dotdo.dsl.flow.grammar.BadIndent",  # a positioned Diagnostic of the parser
+    }
+    assert defined == internal, f"errors defined outside dotdo/errors.py: {sorted(defined)}"
+    for name in dotdo.errors.__all__:
+        cls = getattr(dotdo.errors, name)
+        assert inspect.isclass(cls) and issubclass(cls, Exception), name
+        home = importlib.import_module(cls.__module__)
+        assert getattr(home, name) is cls, f"{name} is not importable from {cls.__module__}"
+        assert name in home.__all__, f"{name} is not in {cls.__module__}.__all__"
+
+
+def _dotdo_modules() -> list[str]:
+    import pkgutil
+
+    import dotdo
+
+    return [
+        m.name
+        for m in pkgutil.walk_packages(dotdo.__path__, "dotdo.")
+        if m.name not in ("dotdo.errors", "dotdo.cli.__main__")
+    ]

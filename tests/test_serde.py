@@ -279,7 +279,9 @@ def test_unknown_kind_and_bad_text() -> None:
 def test_class_path_and_resolve_class() -> None:
     assert class_path(ValueError) == "builtins:ValueError"
     assert class_path(Point) == f"{__name__}:Point"
-    assert resolve_class("dotdo.errors:RemoteError") is RemoteError
+    assert class_path(RemoteError) == "dotdo:RemoteError"  # its public home
+    assert resolve_class("dotdo:RemoteError") is RemoteError
+    assert resolve_class("dotdo.errors:RemoteError") is RemoteError  # where it is defined
     assert resolve_class("collections:OrderedDict.fromkeys") is None
     assert resolve_class("no_such_module:X") is None
     assert resolve_class("builtins:NoSuchThing") is None

@@ -17,8 +17,8 @@ __all__ = ["serve"]
 
 
 async def _serve(db: Path, apps: list[str], host: str, port: int, token: str | None) -> int:
-    from dotdo.entities.errors import EntityError
     from dotdo.entities.server import check_bind, serve_async
+    from dotdo.errors import EntityError
 
     for name in apps:
         import_module(name)  # a bad module name is one line, not a traceback

@@ -43,6 +43,7 @@ from typing import Any, TypeAlias
 
 from pydantic import BaseModel, TypeAdapter
 
+from dotdo import errors
 from dotdo.errors import RemoteError, SerializationError
 
 __all__ = [
@@ -160,9 +161,11 @@ def resolve_class(path: str, *, wire: bool = False) -> type | None:
         if name.startswith("_"):
             return None
         target = getattr(target, name, None)
-    if not _is_data_class(target) or class_path(target) != path:  # type: ignore[arg-type]
+    if not _is_data_class(target):
         return None
     assert isinstance(target, type)
+    if target.__module__.partition(".")[0] not in _TRUSTED_PACKAGES:
+        return None  # a class another package defines, imported into a trusted module
     _register(target)
     return target
 
@@ -477,3 +480,8 @@ _DECODERS: dict[str, Callable[[dict[str, Any], bool], object]] = {
     "exc": _dec_exc,
     "range": lambda d, w: range(*d["v"]),
 }
+
+
+# dotdo's own errors decode wherever they were raised (their names are their public homes,
+# `dotdo:RunNotFound`, `dotdo.entities:UnknownMethod`), whichever modules are imported here.
+register_types(*(getattr(errors, name) for name in errors.__all__))

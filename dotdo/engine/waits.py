@@ -36,15 +36,11 @@ from dotdo.engine.leases import lease_is_free
 from dotdo.engine.models import Approval, Decision, EventRecord
 from dotdo.engine.records import readable
 from dotdo.engine.store.sqlite import JournalRow
-from dotdo.errors import DotdoError
+from dotdo.errors import ApprovalError, DotdoError
 
 __all__ = ["ApprovalError", "Hibernation"]
 
 log = logging.getLogger("dotdo.engine")
-
-
-class ApprovalError(DotdoError):
-    """An approval cannot be decided: unknown id, not this approver's turn, already settled."""
 
 
 Resolution = tuple[Event, JournalRow]

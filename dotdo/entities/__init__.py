@@ -13,7 +13,11 @@ See docs/cross-do.md.
 """
 
 from dotdo.entities.client import Client, connect
-from dotdo.entities.errors import (
+from dotdo.entities.plain import plain_entity, reset_plain
+from dotdo.entities.runtime import Entities, entities_of, remote
+from dotdo.entities.server import build_app, create_app, running, serve, serve_async
+from dotdo.entities.stubs import Stub
+from dotdo.errors import (
     ArgumentError,
     CallConflict,
     CallIdReused,
@@ -25,10 +29,6 @@ from dotdo.entities.errors import (
     UnknownEntity,
     UnknownMethod,
 )
-from dotdo.entities.plain import plain_entity, reset_plain
-from dotdo.entities.runtime import Entities, entities_of, remote
-from dotdo.entities.server import build_app, create_app, running, serve, serve_async
-from dotdo.entities.stubs import Stub
 
 __all__ = [
     "ArgumentError",

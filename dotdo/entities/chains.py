@@ -31,10 +31,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from dotdo.dsl.python.do import DO
-from dotdo.entities.errors import ProtocolError, UnknownMethod
 from dotdo.entities.messages import MAX_OPS, ImportRef
 from dotdo.entities.stubs import Op, Stub
 from dotdo.entities.surface import UNKNOWN, Method, Surface, shape, surface_of
+from dotdo.errors import ProtocolError, UnknownMethod
 
 __all__ = ["Plan", "check_chain", "plain_key", "read_data", "run_chain"]
 

@@ -40,14 +40,6 @@ from dotdo.engine.faults import is_store_fault
 from dotdo.engine.serde import JSONValue
 from dotdo.engine.store.sqlite import Store
 from dotdo.entities.chains import Plan, check_chain, run_chain
-from dotdo.entities.errors import (
-    CallConflict,
-    CallIdReused,
-    EntityError,
-    EntityUnavailable,
-    ProtocolError,
-    UnknownEntity,
-)
 from dotdo.entities.identity import check_repeat, derived
 from dotdo.entities.messages import (
     ImportRef,
@@ -60,7 +52,15 @@ from dotdo.entities.messages import (
 )
 from dotdo.entities.stubs import Stub, host_sink, initial_state
 from dotdo.entities.surface import surface_of
-from dotdo.errors import SerializationError
+from dotdo.errors import (
+    CallConflict,
+    CallIdReused,
+    EntityError,
+    EntityUnavailable,
+    ProtocolError,
+    SerializationError,
+    UnknownEntity,
+)
 
 if TYPE_CHECKING:
     from dotdo.entities.runtime import Entities

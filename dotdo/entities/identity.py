@@ -23,7 +23,7 @@ import hashlib
 from typing import Any
 
 from dotdo.engine.store.sqlite import Store
-from dotdo.entities.errors import CallIdReused
+from dotdo.errors import CallIdReused
 
 __all__ = ["check_repeat", "database_id", "derived", "qualified"]
 

@@ -34,12 +34,18 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from dotdo import errors
 from dotdo.engine import serde
 from dotdo.engine.serde import JSONValue
-from dotdo.entities import errors as _errors
-from dotdo.entities.errors import ArgumentError, ProtocolError
 from dotdo.entities.stubs import Op, Stub, _sent_prefix
-from dotdo.errors import DotdoError, PermanentError, SerializationError, StepTimeout
+from dotdo.errors import (
+    ArgumentError,
+    DotdoError,
+    PermanentError,
+    ProtocolError,
+    SerializationError,
+    StepTimeout,
+)
 
 __all__ = [
     "MAX_BODY",
@@ -89,7 +95,11 @@ serde.register_types(
     PermanentError,
     StepTimeout,
     SerializationError,
-    *(getattr(_errors, name) for name in _errors.__all__),
+    *(
+        getattr(errors, name)
+        for name in errors.__all__
+        if getattr(errors, name).__module__ == "dotdo.entities"
+    ),
 )
 
 

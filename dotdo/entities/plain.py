@@ -20,9 +20,8 @@ from dotdo.dsl.python import do as _do
 from dotdo.dsl.python.do import DO
 from dotdo.engine import serde
 from dotdo.entities.chains import check_chain, read_data, run_chain
-from dotdo.entities.errors import ArgumentError, UnknownEntity
 from dotdo.entities.stubs import EagerSink, Stub
-from dotdo.errors import SerializationError
+from dotdo.errors import ArgumentError, SerializationError, UnknownEntity
 
 __all__ = ["plain_entity", "plain_sink", "reset_plain"]
 

@@ -41,17 +41,6 @@ from dotdo.engine.context import StepContext, current_step
 from dotdo.engine.engine import Engine
 from dotdo.engine.faults import Outage
 from dotdo.engine.store.sqlite import FINISHED, Store
-from dotdo.entities.errors import (
-    ArgumentError,
-    CallIdReused,
-    EntityAuthError,
-    EntityError,
-    EntityUnavailable,
-    PermanentRemoteError,
-    ProtocolError,
-    UnknownEntity,
-    UnknownMethod,
-)
 from dotdo.entities.host import EntityHost, _digest, load_state
 from dotdo.entities.identity import database_id, qualified
 from dotdo.entities.messages import (
@@ -64,7 +53,19 @@ from dotdo.entities.messages import (
 from dotdo.entities.stubs import EagerSink, Stub, StubFactory, capture
 from dotdo.entities.surface import trust_answers
 from dotdo.entities.transport import LocalRoute, RemoteRoute, Route
-from dotdo.errors import RemoteError, SerializationError
+from dotdo.errors import (
+    ArgumentError,
+    CallIdReused,
+    EntityAuthError,
+    EntityError,
+    EntityUnavailable,
+    PermanentRemoteError,
+    ProtocolError,
+    RemoteError,
+    SerializationError,
+    UnknownEntity,
+    UnknownMethod,
+)
 
 __all__ = [
     "Entities",

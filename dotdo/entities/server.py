@@ -35,7 +35,10 @@ from starlette.routing import Route
 
 from dotdo.dsl.python.do import DO
 from dotdo.engine.engine import Engine
-from dotdo.entities.errors import (
+from dotdo.entities.messages import MAX_BODY, parse_json
+from dotdo.entities.runtime import Entities, entities_of
+from dotdo.entities.transport import RPC_PATH
+from dotdo.errors import (
     ArgumentError,
     CallIdReused,
     EntityError,
@@ -43,9 +46,6 @@ from dotdo.entities.errors import (
     UnknownEntity,
     UnknownMethod,
 )
-from dotdo.entities.messages import MAX_BODY, parse_json
-from dotdo.entities.runtime import Entities, entities_of
-from dotdo.entities.transport import RPC_PATH
 
 __all__ = [
     "MIN_PUBLIC_TOKEN",

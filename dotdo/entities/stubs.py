@@ -22,7 +22,7 @@ from collections.abc import Callable, Generator, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dotdo.entities.errors import EntityError
+from dotdo.errors import EntityError
 
 if TYPE_CHECKING:
     from pydantic import BaseModel

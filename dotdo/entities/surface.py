@@ -42,7 +42,7 @@ from dotdo.dsl.python.approvals import ApprovalDef
 from dotdo.dsl.python.decorators import StepDef, WorkflowDef
 from dotdo.dsl.python.do import DO
 from dotdo.engine import serde
-from dotdo.entities.errors import ArgumentError
+from dotdo.errors import ArgumentError
 
 __all__ = [
     "UNKNOWN",

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
-from dotdo.entities.errors import (
+from dotdo.entities.messages import parse_json
+from dotdo.errors import (
     ArgumentError,
     CallIdReused,
     EntityAuthError,
@@ -23,7 +24,6 @@ from dotdo.entities.errors import (
     UnknownEntity,
     UnknownMethod,
 )
-from dotdo.entities.messages import parse_json
 
 if TYPE_CHECKING:
     from dotdo.entities.host import EntityHost

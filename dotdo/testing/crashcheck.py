@@ -28,7 +28,7 @@ from dotdo.dsl.python.decorators import WorkflowDef
 from dotdo.engine.clock import VirtualClock
 from dotdo.engine.engine import Engine
 from dotdo.engine.records import RunInfo
-from dotdo.errors import DotdoError, RunFailed, StepInterrupted
+from dotdo.errors import CrashSafetyError, DotdoError, RunFailed, StepInterrupted
 from dotdo.testing.answers import (
     Expire,
     Respond,
@@ -61,14 +61,6 @@ IN_FLIGHT = ("after_step", "before_commit")
 _TIMEOUT = 30.0
 _MAX_HOPS = 10_000
 _PAST_THE_END = 1_000
-
-
-class CrashSafetyError(AssertionError):
-    """A crash point where the resumed run broke a durability property.
-
-    An AssertionError so that pytest reports it as a test failure, not as an error in the
-    test's own machinery.
-    """
 
 
 @dataclass

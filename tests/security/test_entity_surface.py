@@ -219,7 +219,7 @@ async def test_what_annotations_cannot_tell_is_checked_on_the_live_value(tmp_pat
             response = await post(http, request(ops))
             assert response.status_code == 200
             error = response.json()["results"][0]["error"]
-            assert error["cls"] == "dotdo.entities.errors:UnknownMethod", error
+            assert error["cls"] == "dotdo.entities:UnknownMethod", error
             assert set(RAN) <= DECLARED
         assert await rows(engine) == before
 

@@ -443,7 +443,8 @@ def _only_data(value: object) -> bool:
     if isinstance(value, BaseException):
         return isinstance(value, Exception) and type(value).__module__ in (
             "builtins",
-            "dotdo.errors",
+            "dotdo",  # dotdo's errors name their public homes
+            "dotdo.entities",
         )
     return isinstance(
         value,

@@ -10,11 +10,11 @@ gets that entry's explanation. Adding a recognised mistake means adding an examp
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from dotdo.errors import CompileError, DotdoError
+from dotdo.errors import FlowError, FlowFailure, FlowSyntaxError
 
 __all__ = [
     "SYNTAX_EXAMPLES",
@@ -73,28 +73,6 @@ class Diagnostic:
 
 def render_all(diagnostics: Iterable[Diagnostic]) -> str:
     return "\n".join(d.render() for d in diagnostics)
-
-
-class FlowError(CompileError):
-    """A `.flow` file that cannot be loaded; `diagnostics` lists every problem found."""
-
-    def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
-        self.diagnostics = list(diagnostics)
-        first = self.diagnostics[0] if self.diagnostics else Diagnostic("<flow>", 0, 0, "error")
-        super().__init__(
-            first.message, file=first.path, line=first.line, col=first.col, hint=first.expected
-        )
-        count = sum(1 for d in self.diagnostics if d.is_error)
-        summary = f"{count} error{'s' if count != 1 else ''} in {first.path}"
-        Exception.__init__(self, f"{summary}\n{render_all(self.diagnostics)}")
-
-
-class FlowSyntaxError(FlowError):
-    """The file does not parse; it carries exactly one diagnostic."""
-
-
-class FlowFailure(DotdoError):
-    """What `fail "reason"` raises inside a running flow (catchable with `except`)."""
 
 
 # ---------------------------------------------------------------- syntax mistakes

@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotdo.dsl.python.decorators import WorkflowDef
-from dotdo.errors import DotdoError
+from dotdo.errors import DotdoError, ScheduleError
 
 __all__ = [
     "EVENT_NAME",
@@ -33,10 +33,6 @@ _SEGMENT = r"[A-Za-z_][A-Za-z0-9_]*"
 EVENT_NAME = re.compile(rf"^{_SEGMENT}(\.{_SEGMENT})*$")
 _PATTERN = re.compile(rf"^({_SEGMENT}|\*)(\.({_SEGMENT}|\*))*$")
 _TIME = re.compile(r"^\s*(\d{1,2})(?::(\d{2}))?\s*(am|pm)?\s*$", re.IGNORECASE)
-
-
-class ScheduleError(DotdoError):
-    """A schedule or event pattern that cannot be understood."""
 
 
 def check_event_name(name: object) -> str:
