@@ -5,20 +5,26 @@ graph and checkpoints every durable step, so runs survive crashes without replay
 """
 
 from dotdo.compiler.ir import Graph, Policy
-from dotdo.dsl.flow.loader import load_flow
+from dotdo.dsl.flow.checker import check_file, check_files, check_source
+from dotdo.dsl.flow.diagnostics import Diagnostic
+from dotdo.dsl.flow.formatter import format_file, format_source
+from dotdo.dsl.flow.loader import FlowModule, load_flow, load_source
 from dotdo.dsl.python.approvals import approval
 from dotdo.dsl.python.decorators import compensate, step, workflow
 from dotdo.dsl.python.do import DO
-from dotdo.dsl.python.triggers import ScheduleError, every, on
+from dotdo.dsl.python.triggers import every, on
 from dotdo.engine.context import StepContext, current_step
 from dotdo.engine.engine import Engine, RunHandle
 from dotdo.engine.models import Approval, CascadeResult, Decision, EventRecord
 from dotdo.engine.records import RunInfo, StepRecord
-from dotdo.engine.waits import ApprovalError
 from dotdo.errors import (
+    ApprovalError,
     CompensationFailed,
     CompileError,
     DotdoError,
+    FlowError,
+    FlowFailure,
+    FlowSyntaxError,
     GraphIntegrityError,
     InvalidId,
     LeaseLost,
@@ -28,6 +34,7 @@ from dotdo.errors import (
     RunConflict,
     RunFailed,
     RunNotFound,
+    ScheduleError,
     SerializationError,
     StepInterrupted,
     StepTimeout,
@@ -46,9 +53,14 @@ __all__ = [
     "CompensationFailed",
     "CompileError",
     "Decision",
+    "Diagnostic",
     "DotdoError",
     "Engine",
     "EventRecord",
+    "FlowError",
+    "FlowFailure",
+    "FlowModule",
+    "FlowSyntaxError",
     "Graph",
     "GraphIntegrityError",
     "InvalidId",
@@ -73,10 +85,16 @@ __all__ = [
     "UnknownWorkflow",
     "__version__",
     "approval",
+    "check_file",
+    "check_files",
+    "check_source",
     "compensate",
     "current_step",
     "every",
+    "format_file",
+    "format_source",
     "load_flow",
+    "load_source",
     "on",
     "step",
     "workflow",
