@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
 from dotdo import DO, Engine, PermanentError, RunFailed, StepInterrupted  # noqa: E402
 from dotdo.dsl.flow.diagnostics import FlowError, FlowFailure  # noqa: E402
 from dotdo.dsl.flow.loader import FlowModule, FlowWorkflow, load_flow, load_source  # noqa: E402
-from dotdo.dsl.python.triggers import Schedule  # noqa: E402
+from dotdo.engine.triggers import Schedule  # noqa: E402
 from dotdo.testing import CrashAt, VirtualClock  # noqa: E402
 from examples import flow_steps  # noqa: E402
 from examples.flow_steps import Expense, PurchaseOrder  # noqa: E402

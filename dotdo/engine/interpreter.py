@@ -33,9 +33,9 @@ from dotdo.compiler.ir import (
     StepNode,
     WaitEventNode,
 )
-from dotdo.dsl.python.triggers import check_event_name
 from dotdo.engine import serde
 from dotdo.engine.cascade import HUMAN, conclude, read_answer
+from dotdo.engine.triggers import check_event_name
 from dotdo.errors import (
     CompensationFailed,
     LoopBudgetExceeded,

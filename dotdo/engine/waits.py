@@ -20,7 +20,6 @@ import aiosqlite
 
 from dotdo.compiler.ir import ApprovalNode, CascadeNode, WaitEventNode
 from dotdo.dsl.python.decorators import WorkflowDef
-from dotdo.dsl.python.triggers import check_event_name, matches
 from dotdo.engine import serde
 from dotdo.engine.approval_rows import (
     as_seen,
@@ -36,6 +35,7 @@ from dotdo.engine.leases import lease_is_free
 from dotdo.engine.models import Approval, Decision, EventRecord
 from dotdo.engine.records import readable
 from dotdo.engine.store.sqlite import JournalRow
+from dotdo.engine.triggers import check_event_name, matches
 from dotdo.errors import ApprovalError, DotdoError
 
 __all__ = ["ApprovalError", "Hibernation"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +16,9 @@ from dotdo.dsl.flow.diagnostics import Diagnostic
 from dotdo.dsl.flow.grammar import source_line
 from dotdo.dsl.flow.sandbox import FlowPolicy, Located
 from dotdo.dsl.flow.static import TypeInfo
-from dotdo.dsl.python.triggers import Schedule
+from dotdo.engine.triggers import Schedule
 
-__all__ = ["EVENT_NAME", "EVENT_PATTERN", "FlowEnv", "ResolvedStep", "UsedModule", "suggest"]
-
-_SEGMENT = r"[A-Za-z_][A-Za-z0-9_]*"
-EVENT_NAME = re.compile(rf"^{_SEGMENT}(\.{_SEGMENT})*$")
-EVENT_PATTERN = re.compile(rf"^({_SEGMENT}|\*)(\.({_SEGMENT}|\*))*$")
+__all__ = ["FlowEnv", "ResolvedStep", "UsedModule", "suggest"]
 
 
 @dataclass

@@ -19,12 +19,12 @@ from dotdo.dsl.flow import nodes as A
 from dotdo.dsl.flow.diagnostics import Diagnostic, FlowError, FlowSyntaxError
 from dotdo.dsl.flow.grammar import KEYWORDS, normalise, too_deep
 from dotdo.dsl.flow.parser import parse_source
+from dotdo.engine.triggers import EVENT_PATTERN
 
 __all__ = ["format_expr", "format_file", "format_module", "format_source"]
 
 WIDTH = 100
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_PATTERN = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*|\*)(\.([A-Za-z_][A-Za-z0-9_]*|\*))*$")
 _PREC_BIN = {"+": 6, "-": 6, "*": 7, "/": 7, "//": 7, "%": 7}
 
 
@@ -333,7 +333,9 @@ class _Printer:
             tz = f" timezone {_quote(item.timezone)}" if item.timezone is not None else ""
             self.emit(0, line, f"every{count} {item.unit}{at}{tz} run {item.target}")
         elif isinstance(item, A.On):
-            pattern = item.pattern if _PATTERN.fullmatch(item.pattern) else _quote(item.pattern)
+            pattern = (
+                item.pattern if EVENT_PATTERN.fullmatch(item.pattern) else _quote(item.pattern)
+            )
             self.emit(0, line, f"on {pattern} run {item.target}")
 
     @staticmethod

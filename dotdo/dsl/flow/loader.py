@@ -34,7 +34,7 @@ from dotdo.dsl.flow.grammar import too_deep
 from dotdo.dsl.flow.sandbox import FlowPolicy, policy_for
 from dotdo.dsl.python.decorators import WorkflowDef
 from dotdo.dsl.python.do import DO
-from dotdo.dsl.python.triggers import Schedule
+from dotdo.engine.triggers import Schedule
 from dotdo.errors import DotdoError
 
 __all__ = ["FlowModule", "FlowStep", "FlowWorkflow", "flow_graphs", "load_flow", "load_source"]

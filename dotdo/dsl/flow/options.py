@@ -13,8 +13,9 @@ from typing import Any, Literal
 
 from dotdo.compiler.ir import Policy
 from dotdo.dsl.flow import nodes as A
-from dotdo.dsl.flow.env import EVENT_NAME, FlowEnv, suggest
-from dotdo.dsl.python.triggers import WEEKDAYS, Schedule, ScheduleError, parse_time
+from dotdo.dsl.flow.env import FlowEnv, suggest
+from dotdo.engine.triggers import EVENT_NAME, WEEKDAYS, Schedule, parse_time
+from dotdo.errors import ScheduleError
 
 __all__ = [
     "arity_problem",

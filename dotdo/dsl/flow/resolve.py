@@ -15,11 +15,12 @@ from __future__ import annotations
 from dotdo.compiler.ir import Policy
 from dotdo.dsl.flow import nodes as A
 from dotdo.dsl.flow.builtins import BUILTINS, EXCEPTIONS, RESERVED, TYPES
-from dotdo.dsl.flow.env import EVENT_PATTERN, FlowEnv, ResolvedStep, UsedModule, suggest
+from dotdo.dsl.flow.env import FlowEnv, ResolvedStep, UsedModule, suggest
 from dotdo.dsl.flow.options import check_compensator, policy_from, schedule_from
 from dotdo.dsl.flow.sandbox import HOST, STDLIB, FlowPolicy, bad_segment, locate, refusal
 from dotdo.dsl.flow.static import ModuleInfo, TypeInfo, host_type, read_module
 from dotdo.dsl.python.do import DO
+from dotdo.engine.triggers import EVENT_PATTERN
 
 __all__ = ["ALLOW_HINT", "Resolver"]
 
