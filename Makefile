@@ -22,6 +22,7 @@ graphviz:
 lint: $(STAMP)
 	$(BIN)/ruff check dotdo tests examples bench
 	$(BIN)/ruff format --check dotdo tests examples bench
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -27,8 +27,8 @@ import click
 
 from dotdo.cli.output import debug, describe_error, one_line
 from dotdo.dsl.flow.loader import load_flow
-from dotdo.dsl.flow.sandbox import check_allow_list
 from dotdo.dsl.python.do import DO
+from dotdo.engine.allowlist import check_allow_list
 from dotdo.engine.engine import Engine
 from dotdo.engine.ids import check_id
 from dotdo.errors import DotdoError

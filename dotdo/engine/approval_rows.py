@@ -16,9 +16,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from dotdo.dsl.python.approvals import request_fields
 from dotdo.engine.interpreter import Suspend
-from dotdo.engine.models import Approval
+from dotdo.engine.models import Approval, request_fields
 from dotdo.engine.records import readable
 
 __all__ = ["as_seen", "is_expired", "listing_filter", "new_approval", "parse_approval"]

@@ -8,7 +8,8 @@ execution into an exactly-once effect.
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["StepContext", "current_step"]
 
@@ -18,6 +19,9 @@ class StepContext:
     run_id: str
     step_id: str
     attempt: int
+    engine: Any = field(default=None, repr=False, compare=False)
+    """The engine running the step: how a cross-DO call made inside it finds its way (the
+    engine is not handed to the instances it creates, and nothing inspects frames)."""
 
     @property
     def idempotency_key(self) -> str:

@@ -20,8 +20,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dotdo.compiler.codegen import Program
-from dotdo.dsl.python.decorators import WorkflowDef
-from dotdo.dsl.python.do import DO
 from dotdo.engine import serde
 from dotdo.engine.clock import Clock
 from dotdo.engine.context import StepContext, enter_step, leave_step
@@ -42,6 +40,7 @@ from dotdo.engine.interpreter import (
 )
 from dotdo.engine.state import dump_error, encode_state
 from dotdo.engine.store.sqlite import Checkpoint, JournalRow, Store
+from dotdo.engine.workflow import Workflow
 from dotdo.errors import DotdoError, LeaseLost, SerializationError, StepInterrupted, StepTimeout
 
 __all__ = ["FaultHook", "RunDriver"]
@@ -62,10 +61,10 @@ class _Run:
     def __init__(
         self,
         run_id: str,
-        workflow: WorkflowDef[Any],
+        workflow: Workflow,
         program: Program,
         state: RunState,
-        instance: DO,
+        instance: Any,
         steps_done: int,
     ) -> None:
         self.run_id = run_id
@@ -302,7 +301,7 @@ class RunDriver(StoreFaults):
         return row is not None and row["status"] == "started"
 
     async def _execute(self, run_id: str, call: Call) -> StepOk | StepErr:
-        token = enter_step(StepContext(run_id, call.key, call.attempt))
+        token = enter_step(StepContext(run_id, call.key, call.attempt, engine=self))
         timeout = call.policy.timeout
         deadline = asyncio.timeout(timeout)
         try:

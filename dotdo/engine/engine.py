@@ -18,16 +18,14 @@ import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import aiosqlite
 
 from dotdo.compiler.codegen import Frame, Program
 from dotdo.compiler.loop_budget import DEFAULT_LOOP_BUDGET
-from dotdo.dsl.flow.sandbox import check_allow_list
-from dotdo.dsl.python.decorators import WorkflowDef
-from dotdo.dsl.python.do import DO
 from dotdo.engine import serde
+from dotdo.engine.allowlist import check_allow_list
 from dotdo.engine.clock import Clock, SystemClock
 from dotdo.engine.driver import FaultHook, _Run
 from dotdo.engine.faults import Outage, is_store_fault
@@ -50,6 +48,7 @@ from dotdo.engine.trust import (
     trust_types_of,
 )
 from dotdo.engine.waits import Hibernation
+from dotdo.engine.workflow import Workflow, workflows_of
 from dotdo.errors import (
     DotdoError,
     GraphIntegrityError,
@@ -59,9 +58,6 @@ from dotdo.errors import (
     StoreError,
     UnknownWorkflow,
 )
-
-if TYPE_CHECKING:
-    from dotdo.dsl.flow.loader import FlowModule
 
 __all__ = ["Engine", "FaultHook", "RunHandle"]
 
@@ -115,8 +111,8 @@ class Engine(Hibernation):
         self.read_only = read_only
         self._secret = secret_bytes(secret)
         self._signed: set[str] = set()
-        self._workflows: dict[str, WorkflowDef[Any]] = {}
-        self._classes: dict[str, type[DO]] = {}
+        self._workflows: dict[str, Workflow] = {}
+        self._classes: dict[str, type[Any]] = {}
         self._store: Store | None = None
         self._active: dict[str, asyncio.Task[None]] = {}
         self._runs: dict[str, _Run] = {}
@@ -133,29 +129,22 @@ class Engine(Hibernation):
 
     # ------------------------------------------------------------ registration
     def register(self, *targets: Any) -> Engine:
-        """Make DO classes (all their workflows) or single workflows startable here."""
+        """Make DO classes (all their workflows), loaded `.flow` files or single workflows
+        startable here. A class is also hosted as an entity type (see dotdo.entities)."""
         for target in targets:
-            if isinstance(target, WorkflowDef):
-                self._add(target)
-                trust_types_of(target.owner or type(None), target.fn)
-            elif hasattr(target, "owner") and hasattr(target, "workflows"):
-                self.register(target.owner)  # a loaded .flow module
-            elif isinstance(target, type) and issubclass(target, DO):
-                self._classes[target.__name__] = target
-                for wf in target.__dotdo_workflows__.values():
-                    self._add(wf)
-                trust_types_of(target)
-            else:
+            owner, found = workflows_of(target)
+            if owner is None and not found:
                 raise TypeError(f"cannot register {target!r}: expected a DO class or workflow")
+            if found and found == [target]:
+                self._add(found[0])
+                trust_types_of(owner or type(None), getattr(target, "fn", None))
+                continue
+            assert owner is not None
+            self._classes[owner.__name__] = owner
+            for wf in found:
+                self._add(wf)
+            trust_types_of(owner)
         return self
-
-    def load_flow(self, path: str | Path) -> FlowModule:
-        """Load a `.flow` file with this engine's `flow_modules` allowed, and register it."""
-        from dotdo.dsl.flow.loader import load_flow  # the flow front end, only when asked
-
-        module = load_flow(path, flow_modules=self.flow_modules)
-        self.register(module)
-        return module
 
     def _recheck_flow(self, owner: object) -> None:
         """A DO class made by `load_flow` carries where its flow came from: re-check the
@@ -164,18 +153,18 @@ class Engine(Hibernation):
         if origin is not None:
             origin.check(self.flow_modules)
 
-    def _add(self, wf: WorkflowDef[Any]) -> None:
-        self._recheck_flow(getattr(wf, "owner", None))
+    def _add(self, wf: Workflow) -> None:
+        self._recheck_flow(wf.owner)
         existing = self._workflows.get(wf.qualname)
-        if existing is not None and existing.fn is not wf.fn:
+        if existing is not None and getattr(existing, "fn", existing) is not getattr(wf, "fn", wf):
             raise DotdoError(f"two different workflows are named {wf.qualname!r}")
         self._workflows[wf.qualname] = wf
 
     @property
-    def workflows(self) -> dict[str, WorkflowDef[Any]]:
+    def workflows(self) -> dict[str, Workflow]:
         return dict(self._workflows)
 
-    def workflow(self, name: str) -> WorkflowDef[Any]:
+    def workflow(self, name: str) -> Workflow:
         try:
             return self._workflows[name]
         except KeyError:
@@ -288,7 +277,7 @@ class Engine(Hibernation):
     # ------------------------------------------------------------------ starts
     async def start(
         self,
-        workflow: WorkflowDef[Any] | str,
+        workflow: Workflow | str,
         *args: Any,
         run_id: str | None = None,
         entity_id: str | None = None,
@@ -341,12 +330,11 @@ class Engine(Hibernation):
         """A handle on an existing run (its result, its status)."""
         return RunHandle(self, run_id, None)
 
-    def _instance(self, wf: WorkflowDef[Any], entity_id: str, run_id: str) -> DO:
-        cls = wf.owner
-        assert cls is not None and issubclass(cls, DO)
-        instance = cls(entity_id, run_id=run_id)
-        instance.__dict__["__dotdo_engine__"] = self  # how cross-DO calls find their engine
-        return instance
+    def _instance(self, wf: Workflow, entity_id: str, run_id: str) -> Any:
+        """The object a run's steps execute on: its workflow's class, for this entity."""
+        if wf.owner is None:
+            raise UnknownWorkflow(f"workflow {wf.qualname!r} belongs to no class")
+        return wf.owner(entity_id, run_id=run_id)
 
     # --------------------------------------------------------------- recovery
     async def recover(self) -> list[str]:
@@ -444,7 +432,7 @@ class Engine(Hibernation):
             event = TimerFired()
         self._spawn(run, event, recovered=True)
 
-    async def _program_for(self, wf: WorkflowDef[Any], graph_hash: str, run_id: str) -> Program:
+    async def _program_for(self, wf: Workflow, graph_hash: str, run_id: str) -> Program:
         """The program a run pinned: today's graph if unchanged, else the stored one, only
         once verified against its hash, its workflow and (with a secret) its signature."""
         if wf.graph.hash == graph_hash:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any
 
-from dotdo.dsl.python.decorators import WorkflowDef
 from dotdo.engine import serde
 from dotdo.engine.records import RunInfo
+from dotdo.engine.workflow import Workflow
 from dotdo.errors import RunFailed
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ __all__ = ["RunHandle"]
 class RunHandle:
     """A started run: ask its status, await its result."""
 
-    def __init__(self, engine: Engine, run_id: str, workflow: WorkflowDef[Any] | None) -> None:
+    def __init__(self, engine: Engine, run_id: str, workflow: Workflow | None) -> None:
         self.engine = engine
         self.run_id = run_id
         self._workflow = workflow

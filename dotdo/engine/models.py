@@ -11,7 +11,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-__all__ = ["Approval", "CascadeResult", "Decision", "EventRecord"]
+__all__ = [
+    "REQUEST_FIELDS",
+    "Approval",
+    "CascadeResult",
+    "Decision",
+    "EventRecord",
+    "request_fields",
+]
 
 
 class Decision(BaseModel):
@@ -77,3 +84,16 @@ class CascadeResult(BaseModel):
     confidences: dict[str, float] = Field(default_factory=dict)
     accepted: bool = True
     """False when no tier reached the threshold (the best candidate is returned)."""
+
+
+REQUEST_FIELDS = ("type", "title", "amount", "requested_by", "approvers", "deadline", "priority")
+"""The fields of an approval request that `Approval` has a place for; others go to `extra`."""
+
+
+def request_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    """Split a request into its known fields and the rest (`extra`)."""
+    known = {k: raw[k] for k in REQUEST_FIELDS if k in raw}
+    extra = {k: v for k, v in raw.items() if k not in REQUEST_FIELDS and k != "extra"}
+    extra.update(raw.get("extra") or {})
+    known["extra"] = extra
+    return known

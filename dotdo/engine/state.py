@@ -12,17 +12,15 @@ from typing import Any
 
 from dotdo.compiler.codegen import Frame
 from dotdo.compiler.ir import Graph
-from dotdo.dsl.python.decorators import WorkflowDef
 from dotdo.engine import serde
 from dotdo.engine.interpreter import CompEntry, RunState
+from dotdo.engine.workflow import Workflow
 from dotdo.errors import DotdoError, SerializationError
 
 __all__ = ["bind_inputs", "decode_state", "dump_error", "encode_state"]
 
 
-def bind_inputs(
-    wf: WorkflowDef[Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> dict[str, Any]:
+def bind_inputs(wf: Workflow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     """Map call arguments to parameter names, each converted to its annotated type."""
     signature = wf.signature()
     try:

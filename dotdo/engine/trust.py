@@ -28,10 +28,9 @@ import typing
 from typing import Any
 
 from dotdo.compiler.ir import Graph, StepNode
-from dotdo.dsl.python.decorators import WorkflowDef
-from dotdo.dsl.python.do import DO
 from dotdo.engine import serde
 from dotdo.engine.interpreter import RunState
+from dotdo.engine.workflow import Workflow
 from dotdo.errors import GraphIntegrityError, SerializationError
 
 __all__ = [
@@ -126,13 +125,14 @@ def check_state(state: RunState, graph: Graph, run_id: str) -> None:
             )
 
 
-def source_of(wf: WorkflowDef[Any]) -> str:
+def source_of(wf: Workflow) -> str:
     """Where this workflow's code lives (a module, or a .flow file), kept in `graphs.module`
     for people reading the database. Nothing imports it: a process that drives the run
     names its code itself (`--app`)."""
     if wf.graph.file.endswith(".flow"):
         return wf.graph.file
-    return str(wf.fn.__module__)
+    fn = getattr(wf, "fn", None)
+    return str(getattr(fn, "__module__", "")) or wf.qualname
 
 
 # ------------------------------------------------------------------------------- types
@@ -143,8 +143,8 @@ def trust_types_of(cls: type, *functions: Any) -> None:
     if cls is not type(None) and cls.__module__ != "builtins":
         serde.trust_package(cls.__module__)
     found: list[Any] = [getattr(cls, "State", None)]
-    members = [
-        v for klass in cls.__mro__ if klass not in (DO, object) for v in vars(klass).values()
+    members = [  # the app's own members: dotdo's base classes only bring machinery
+        v for klass in cls.__mro__ if not _is_dotdo(klass) for v in vars(klass).values()
     ]
     for member in [*members, *functions]:
         wrapped = getattr(member, "fn", None)  # a step or workflow wrapper: its function
@@ -160,3 +160,8 @@ def trust_types_of(cls: type, *functions: Any) -> None:
         except Exception:  # an unresolvable annotation: its types must come from elsewhere
             continue
     serde.register_types(*found)
+
+
+def _is_dotdo(klass: type) -> bool:
+    """`object` and dotdo's base classes (`DO`, `Entity`), which mark themselves so."""
+    return klass is object or bool(vars(klass).get("__dotdo_base__", False))

@@ -19,7 +19,6 @@ from typing import Any
 import aiosqlite
 
 from dotdo.compiler.ir import ApprovalNode, CascadeNode, WaitEventNode
-from dotdo.dsl.python.decorators import WorkflowDef
 from dotdo.engine import serde
 from dotdo.engine.approval_rows import (
     as_seen,
@@ -36,6 +35,7 @@ from dotdo.engine.models import Approval, Decision, EventRecord
 from dotdo.engine.records import readable
 from dotdo.engine.store.sqlite import JournalRow
 from dotdo.engine.triggers import check_event_name, matches
+from dotdo.engine.workflow import Workflow
 from dotdo.errors import ApprovalError, DotdoError
 
 __all__ = ["ApprovalError", "Hibernation"]
@@ -59,7 +59,7 @@ class Hibernation(RunDriver):
 
     owner: str
     lease_seconds: float
-    _workflows: dict[str, WorkflowDef[Any]]
+    _workflows: dict[str, Workflow]
     _dispatched_upto: int = 0
     """Newest outbox id this engine has dispatched; a read tells whether there is more."""
 
@@ -68,7 +68,7 @@ class Hibernation(RunDriver):
 
     async def start(
         self,
-        workflow: WorkflowDef[Any] | str,
+        workflow: Workflow | str,
         *args: Any,
         run_id: str | None = None,
         entity_id: str | None = None,

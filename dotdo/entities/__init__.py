@@ -13,6 +13,7 @@ See docs/cross-do.md.
 """
 
 from dotdo.entities.client import Client, connect
+from dotdo.entities.entity import Entity
 from dotdo.entities.plain import plain_entity, reset_plain
 from dotdo.entities.runtime import Entities, entities_of, remote
 from dotdo.entities.server import build_app, create_app, running, serve, serve_async
@@ -36,6 +37,7 @@ __all__ = [
     "CallIdReused",
     "Client",
     "Entities",
+    "Entity",
     "EntityAuthError",
     "EntityError",
     "EntityUnavailable",

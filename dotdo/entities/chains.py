@@ -30,7 +30,6 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from dotdo.dsl.python.do import DO
 from dotdo.entities.messages import MAX_OPS, ImportRef
 from dotdo.entities.stubs import Op, Stub
 from dotdo.entities.surface import UNKNOWN, Method, Surface, shape, surface_of
@@ -55,7 +54,7 @@ class Plan:
         return Plan(self.surface, ops, self.method, coerced=False)
 
 
-def check_chain(cls: type[DO], ops: Sequence[Op], *, coerce: bool = True) -> Plan:
+def check_chain(cls: type[Any], ops: Sequence[Op], *, coerce: bool = True) -> Plan:
     """Refuse a chain before anything runs; with `coerce`, convert its call's arguments to
     the declared types now (unless some are placeholders resolved later)."""
     _check_form(ops)
@@ -93,7 +92,7 @@ def check_chain(cls: type[DO], ops: Sequence[Op], *, coerce: bool = True) -> Pla
     return Plan(surface, steps)
 
 
-async def run_chain(instance: DO, plan: Plan, *, resolve: Callable[[Any], Awaitable[Any]]) -> Any:
+async def run_chain(instance: Any, plan: Plan, *, resolve: Callable[[Any], Awaitable[Any]]) -> Any:
     """Run a checked chain on `instance`; an empty chain reads its state.
 
     `resolve` turns an argument into the value the method receives (a stub to await, a

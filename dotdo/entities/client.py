@@ -14,7 +14,8 @@ from typing import Any
 
 from dotdo.entities.messages import build_batch, decode_results, encode_request
 from dotdo.entities.runtime import _answer
-from dotdo.entities.stubs import EagerSink, Stub, StubFactory
+from dotdo.entities.sinks import EagerSink
+from dotdo.entities.stubs import Stub, StubFactory
 from dotdo.entities.surface import trust_answers
 from dotdo.entities.transport import RemoteRoute
 from dotdo.errors import ProtocolError

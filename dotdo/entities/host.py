@@ -32,9 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aiosqlite
-from pydantic import BaseModel
 
-from dotdo.dsl.python.do import DO
 from dotdo.engine import serde
 from dotdo.engine.faults import is_store_fault
 from dotdo.engine.serde import JSONValue
@@ -50,7 +48,8 @@ from dotdo.entities.messages import (
     encode_request,
     encode_results,
 )
-from dotdo.entities.stubs import Stub, host_sink, initial_state
+from dotdo.entities.state import dump_state, load_state
+from dotdo.entities.stubs import Stub, host_sink
 from dotdo.entities.surface import surface_of
 from dotdo.errors import (
     CallConflict,
@@ -86,22 +85,6 @@ class _Conflict(Exception):
     """The instance's version moved between loading and saving: run the call again."""
 
 
-def load_state(cls: type[DO], text: str | None) -> Any:
-    if cls.State is None:
-        return None
-    if text is None or text == "null":
-        return initial_state(cls)
-    return cls.State.model_validate_json(text)
-
-
-def dump_state(cls: type[DO], state: Any) -> str:
-    model = cls.State
-    if model is None:
-        return "null"
-    checked: BaseModel = state if isinstance(state, model) else model.model_validate(state)
-    return checked.model_dump_json()
-
-
 class EntityHost:
     """Runs chains on the DO classes an engine hosts, against that engine's store."""
 
@@ -110,7 +93,7 @@ class EntityHost:
         runtime: Entities,
         *,
         store: Callable[[], Store],
-        classes: Callable[[], Mapping[str, type[DO]]],
+        classes: Callable[[], Mapping[str, type[Any]]],
         now: Callable[[], float],
     ) -> None:
         self.runtime = runtime
@@ -242,7 +225,7 @@ class EntityHost:
                 CallConflict(f"{name}({key!r}) kept changing under call {call_id!r}; not applied")
             )
 
-    async def _read(self, cls: type[DO], key: str, plan: Plan) -> Outcome:
+    async def _read(self, cls: type[Any], key: str, plan: Plan) -> Outcome:
         row = await self._store().fetch_one(
             "SELECT state FROM entities WHERE cls = ? AND id = ?", (cls.__name__, key)
         )
@@ -374,7 +357,7 @@ class _Commit:
         return None
 
 
-def _plan(items: list[Item], classes: Mapping[str, type[DO]]) -> dict[int, Plan]:
+def _plan(items: list[Item], classes: Mapping[str, type[Any]]) -> dict[int, Plan]:
     """Check every chain of a batch against its class's remote surface."""
     plans: dict[int, Plan] = {}
     for item in items:
@@ -386,7 +369,7 @@ def _plan(items: list[Item], classes: Mapping[str, type[DO]]) -> dict[int, Plan]
     return plans
 
 
-def _encode_result(cls: type[DO], ops: list[Any], value: Any) -> JSONValue:
+def _encode_result(cls: type[Any], ops: list[Any], value: Any) -> JSONValue:
     try:
         return serde.encode(value)
     except SerializationError as exc:

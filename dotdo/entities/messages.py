@@ -37,7 +37,7 @@ from typing import Any
 from dotdo import errors
 from dotdo.engine import serde
 from dotdo.engine.serde import JSONValue
-from dotdo.entities.stubs import Op, Stub, _sent_prefix
+from dotdo.entities.stubs import Op, Stub, sent_prefix
 from dotdo.errors import (
     ArgumentError,
     DotdoError,
@@ -157,7 +157,7 @@ async def build_batch(
 
     async def lift(value: Any) -> Any:
         if isinstance(value, Stub):
-            if _sent_prefix(value) is not None:
+            if sent_prefix(value) is not None:
                 return await value  # already on its way: use its answer
             nested = f"{call_id}#{next(counter)}"
             if together(value):

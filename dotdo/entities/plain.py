@@ -16,33 +16,34 @@ import sys
 import weakref
 from typing import Any
 
-from dotdo.dsl.python import do as _do
-from dotdo.dsl.python.do import DO
 from dotdo.engine import serde
+from dotdo.entities import registry
 from dotdo.entities.chains import check_chain, read_data, run_chain
-from dotdo.entities.stubs import EagerSink, Stub
+from dotdo.entities.sinks import EagerSink
+from dotdo.entities.stubs import Stub
 from dotdo.errors import ArgumentError, SerializationError, UnknownEntity
 
 __all__ = ["plain_entity", "plain_sink", "reset_plain"]
 
-_instances: dict[tuple[type[DO], str], DO] = {}
+_instances: dict[tuple[type[Any], str], Any] = {}
 _locks: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[type[DO], str], asyncio.Lock]
+    asyncio.AbstractEventLoop, dict[tuple[type[Any], str], asyncio.Lock]
 ]
 _locks = weakref.WeakKeyDictionary()
 
 
-def _class(name: str, scope: dict[str, Any] | None = None) -> type[DO]:
+def _class(name: str, scope: dict[str, Any] | None = None) -> type[Any]:
     found = (scope or {}).get(name)
-    if isinstance(found, type) and issubclass(found, DO):
+    if registry.is_entity_class(found):
+        assert isinstance(found, type)
         return found
-    cls = _do._BY_NAME.get(name)
+    cls = registry.by_name(name)
     if cls is None:
         raise UnknownEntity(f"no DO class named {name!r} is defined in this process")
     return cls
 
 
-def plain_entity(name: str | type[DO], entity_id: str | int) -> DO:
+def plain_entity(name: str | type[Any], entity_id: str | int) -> Any:
     """The in-memory instance plain-mode calls reach (created on first use)."""
     cls = _class(name) if isinstance(name, str) else name
     key = (cls, str(entity_id))
@@ -57,7 +58,7 @@ def reset_plain() -> None:
     _instances.clear()
 
 
-def _lock(key: tuple[type[DO], str]) -> asyncio.Lock:
+def _lock(key: tuple[type[Any], str]) -> asyncio.Lock:
     per_loop = _locks.setdefault(asyncio.get_running_loop(), {})
     found = per_loop.get(key)
     if found is None:
@@ -131,7 +132,7 @@ async def _resolve_nested(value: Any, resolve: Any) -> Any:
     return value
 
 
-def plain_sink(origin: DO) -> _PlainSink:
+def plain_sink(origin: Any) -> _PlainSink:
     """The sink of stubs made by `origin` outside any engine."""
     module = sys.modules.get(type(origin).__module__)
     return _PlainSink(vars(module) if module is not None else None)

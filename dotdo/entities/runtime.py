@@ -35,13 +35,12 @@ from typing import Any
 
 import aiosqlite
 
-from dotdo.dsl.python.do import DO
 from dotdo.engine import serde
 from dotdo.engine.context import StepContext, current_step
 from dotdo.engine.engine import Engine
 from dotdo.engine.faults import Outage
 from dotdo.engine.store.sqlite import FINISHED, Store
-from dotdo.entities.host import EntityHost, _digest, load_state
+from dotdo.entities.host import EntityHost, _digest
 from dotdo.entities.identity import database_id, qualified
 from dotdo.entities.messages import (
     Item,
@@ -50,7 +49,9 @@ from dotdo.entities.messages import (
     decode_results,
     encode_request,
 )
-from dotdo.entities.stubs import EagerSink, Stub, StubFactory, capture
+from dotdo.entities.sinks import EagerSink
+from dotdo.entities.state import load_state
+from dotdo.entities.stubs import Stub, StubFactory, capture
 from dotdo.entities.surface import trust_answers
 from dotdo.entities.transport import LocalRoute, RemoteRoute, Route
 from dotdo.errors import (
@@ -93,7 +94,7 @@ def entities_of(engine: Engine) -> Entities:
 
 def remote(
     engine: Engine,
-    target: str | type[DO],
+    target: str | type[Any],
     url: str,
     *,
     token: str | None = None,
@@ -131,7 +132,7 @@ class Entities:
     # ------------------------------------------------------------------- routing
     def remote(
         self,
-        target: str | type[DO],
+        target: str | type[Any],
         url: str,
         *,
         token: str | None = None,
@@ -161,9 +162,9 @@ class Entities:
         """Class name -> URL of every remote route."""
         return {name: route.url for name, route in self._routes.items()}
 
-    def hosted(self) -> Mapping[str, type[DO]]:
+    def hosted(self) -> Mapping[str, type[Any]]:
         """The DO classes this engine hosts: those registered on it."""
-        classes: dict[str, type[DO]] = getattr(self.engine, "_classes", {})
+        classes: dict[str, type[Any]] = getattr(self.engine, "_classes", {})
         return classes
 
     def route(self, name: str) -> Route:
@@ -461,39 +462,17 @@ def _error_of(data: Any) -> Exception:
 
 
 # -------------------------------------------------------------- from workflow steps
-def engine_for(instance: DO) -> Engine | None:
-    """The engine running the step that is executing on `instance`, if any.
-
-    The engine does not hand itself to the instances it creates, so this looks at the run
-    task's frame (the driver's coroutine holds the engine) and at the engines this module
-    knows, and keeps only an engine whose run with this id uses this very instance.
-    """
-    pinned = instance.__dict__.get("__dotdo_engine__")
-    if isinstance(pinned, Engine):
-        return pinned
+def engine_for(instance: Any) -> Engine | None:
+    """The engine running the step that is executing now (on `instance`), if any: the
+    engine puts itself in the step's context."""
     try:
-        ctx = current_step()
+        engine = current_step().engine
     except LookupError:
         return None
-    task = asyncio.current_task()
-    coro = task.get_coro() if task is not None else None
-    frame = getattr(coro, "cr_frame", None)
-    owner = frame.f_locals.get("self") if frame is not None else None
-    if isinstance(owner, Engine) and _drives(owner, ctx.run_id, instance):
-        return owner
-    for engine in list(_RUNTIMES):
-        if _drives(engine, ctx.run_id, instance):
-            return engine
-    return None
+    return engine if isinstance(engine, Engine) else None
 
 
-def _drives(engine: Engine, run_id: str, instance: DO) -> bool:
-    runs: dict[str, Any] = getattr(engine, "_runs", {})
-    run = runs.get(run_id)
-    return run is not None and getattr(run, "instance", None) is instance
-
-
-def _stub_of(instance: DO, chain: Callable[[], Any]) -> tuple[Entities, StepContext, Stub]:
+def _stub_of(instance: Any, chain: Callable[[], Any]) -> tuple[Entities, StepContext, Stub]:
     ctx = current_step()
     engine = engine_for(instance)
     if engine is None:
@@ -506,13 +485,13 @@ def _stub_of(instance: DO, chain: Callable[[], Any]) -> tuple[Entities, StepCont
     return entities_of(engine), ctx, stub
 
 
-async def call_from_step(instance: DO, chain: Callable[[], Any]) -> Any:
+async def call_from_step(instance: Any, chain: Callable[[], Any]) -> Any:
     """A compiled `await self.Noun(id)...`: one round trip under the step's idempotency key."""
     entities, ctx, stub = _stub_of(instance, chain)
     return await entities.send_call(stub, await entities.qualify(ctx.idempotency_key))
 
 
-async def send_from_step(instance: DO, chain: Callable[[], Any]) -> None:
+async def send_from_step(instance: Any, chain: Callable[[], Any]) -> None:
     """A compiled fire-and-forget `self.Noun(id).method(...)` statement: queue it."""
     entities, ctx, stub = _stub_of(instance, chain)
     call_id = await entities.qualify(ctx.idempotency_key)
@@ -522,7 +501,7 @@ async def send_from_step(instance: DO, chain: Callable[[], Any]) -> None:
 _STEP_CALLS: weakref.WeakKeyDictionary[StepContext, Counter[str]] = weakref.WeakKeyDictionary()
 
 
-def step_sink(origin: DO) -> EagerSink | None:
+def step_sink(origin: Any) -> EagerSink | None:
     """Stubs made inside a running engine step (a `@step` body, a `self.do` function)."""
     try:
         ctx = current_step()

@@ -33,8 +33,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dotdo.dsl.python.do import DO
 from dotdo.engine.engine import Engine
+from dotdo.entities import registry
 from dotdo.entities.messages import MAX_BODY, parse_json
 from dotdo.entities.runtime import Entities, entities_of
 from dotdo.entities.transport import RPC_PATH
@@ -208,13 +208,13 @@ def create_app(engine: Engine, *, token: str | None = None) -> Starlette:
     return _app(Server(entities_of(engine), _token(token)))
 
 
-def load_classes(modules: Iterable[str | ModuleType]) -> list[type[DO]]:
+def load_classes(modules: Iterable[str | ModuleType]) -> list[type[Any]]:
     """The DO classes found in these modules (imported by name if needed)."""
-    found: list[type[DO]] = []
+    found: list[type[Any]] = []
     for module in modules:
         mod = importlib.import_module(module) if isinstance(module, str) else module
         for value in vars(mod).values():
-            if isinstance(value, type) and issubclass(value, DO) and value is not DO:
+            if registry.is_entity_class(value):
                 if value not in found:
                     found.append(value)
     if not found:

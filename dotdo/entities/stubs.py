@@ -20,26 +20,21 @@ import contextlib
 import logging
 from collections.abc import Callable, Generator, Iterator
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from dotdo.errors import EntityError
 
-if TYPE_CHECKING:
-    from pydantic import BaseModel
-
-    from dotdo.dsl.python.do import DO
-
 __all__ = [
-    "EagerSink",
     "Op",
     "Sink",
     "Stub",
     "StubFactory",
     "capture",
+    "context_sink",
     "entity_key",
-    "factory",
     "host_sink",
-    "initial_state",
+    "report_failure",
+    "sent_prefix",
 ]
 
 log = logging.getLogger("dotdo.entities")
@@ -191,101 +186,26 @@ def host_sink(sink: Sink) -> Iterator[None]:
         _host.reset(token)
 
 
-def factory(origin: DO, name: str) -> StubFactory:
-    """The stub factory `origin.<name>` returns, for the context it is used in."""
+def context_sink() -> Sink | None:
+    """Where a stub made right now goes, when the context decides it: nowhere while a
+    compiled chain is captured, the host's sink while an entity method runs; otherwise
+    None (the `Entity` making the stub picks a step's or plain mode's sink)."""
     if _capturing.get():
-        return StubFactory(name, _CAPTURE)
-    sink = _host.get()
-    if sink is None:
-        from dotdo.entities.runtime import step_sink
-
-        sink = step_sink(origin)
-    if sink is None:
-        from dotdo.entities.plain import plain_sink
-
-        sink = plain_sink(origin)
-    return StubFactory(name, sink)
+        return _CAPTURE
+    return _host.get()
 
 
-class EagerSink:
-    """Await sends the chain; a call nobody awaits is sent on the next loop turn.
-
-    Awaiting a chain claims it and its prefixes, so `await a.f().g` sends `f().g` once and
-    `f()` is not also sent on its own. A prefix already sent (kept in a variable, awaited
-    later) is awaited once and the rest of the chain (data hops only: fields and items) is
-    applied to its result.
-    """
-
-    def extended(self, stub: Stub) -> None:
-        if stub._ops[-1][0] == "call":
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                raise EntityError(
-                    f"{stub!r}: an entity call needs a running event loop (call it from "
-                    "async code and await it)"
-                ) from None
-            stub._handle = loop.call_soon(self._fire, stub)
-
-    def _fire(self, stub: Stub) -> None:
-        stub._handle = None
-        if stub._claimed:
-            return
-        stub._task = asyncio.get_running_loop().create_task(self._start(stub))
-        stub._task.add_done_callback(_report)
-
-    async def _start(self, stub: Stub) -> Any:
-        base = _sent_prefix(stub._parent)
-        return await self._run(stub, base)
-
-    async def resolve(self, stub: Stub) -> Any:
-        stub.claim()
-        base = _sent_prefix(stub)
-        if base is stub:
-            assert stub._task is not None
-            return await stub._task
-        return await self._run(stub, base)
-
-    async def _run(self, stub: Stub, base: Stub | None) -> Any:
-        if base is None:
-            return await self.send(stub)
-        assert base._task is not None
-        value = await base._task
-        from dotdo.entities.chains import read_data
-
-        # The rest of the chain applies to a result: data hops only, as on a callee.
-        return read_data(value, stub._ops[len(base._ops) :], repr(base))
-
-    async def send(self, stub: Stub) -> Any:
-        raise NotImplementedError
-
-    async def resolve_arg(self, value: Any) -> Any:
-        return await value if isinstance(value, Stub) else value
-
-
-def _sent_prefix(stub: Stub | None) -> Stub | None:
+def sent_prefix(stub: Stub | None) -> Stub | None:
+    """The longest prefix of `stub` (itself included) already on its way, if any."""
     while stub is not None and stub._task is None:
         stub = stub._parent
     return stub
 
 
-def _report(task: asyncio.Task[Any]) -> None:
+def report_failure(task: asyncio.Task[Any]) -> None:
+    """Done-callback of an un-awaited call: its failure is logged, not lost."""
     if task.cancelled():
         return
     error = task.exception()
     if error is not None:
         log.warning("an un-awaited entity call failed: %s: %s", type(error).__name__, error)
-
-
-def initial_state(cls: type[DO]) -> BaseModel | None:
-    """A new instance's state: `State()`, which needs a default for every field."""
-    model = cls.State
-    if model is None:
-        return None
-    try:
-        return model()
-    except Exception as exc:
-        raise EntityError(
-            f"{cls.__name__}.State cannot be created empty ({exc.__class__.__name__}: {exc}); "
-            "give every field a default"
-        ) from None

@@ -37,11 +37,8 @@ from typing import Any, Final
 
 from pydantic import BaseModel, TypeAdapter
 
-from dotdo.dsl.python import do as _do
-from dotdo.dsl.python.approvals import ApprovalDef
-from dotdo.dsl.python.decorators import StepDef, WorkflowDef
-from dotdo.dsl.python.do import DO
 from dotdo.engine import serde
+from dotdo.entities import registry
 from dotdo.errors import ArgumentError
 
 __all__ = [
@@ -56,9 +53,6 @@ __all__ = [
 
 UNKNOWN: Final[Any] = object()
 """An annotation that says nothing usable (missing, Any, a TypeVar, an unresolvable name)."""
-
-_BASE_NAMES = frozenset(name for klass in DO.__mro__ for name in vars(klass))
-"""Names the DO machinery (and object) defines: never offered, even when overridden."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +101,7 @@ class Method:
 class Surface:
     """Everything `cls` offers to callers (see the module docstring)."""
 
-    cls: type[DO]
+    cls: type[Any]
     methods: Mapping[str, Method]
     properties: Mapping[str, tuple[Callable[[Any], Any], Any]]
     """Property name -> (its getter, its return annotation)."""
@@ -133,7 +127,7 @@ class Surface:
 _SURFACES: dict[type, Surface] = {}
 
 
-def surface_of(cls: type[DO]) -> Surface:
+def surface_of(cls: type[Any]) -> Surface:
     """The remote surface of `cls` (computed once per class). Registers the data classes
     its annotations use with serde, so they decode from the wire in this process."""
     found = _SURFACES.get(cls)
@@ -144,29 +138,30 @@ def surface_of(cls: type[DO]) -> Surface:
     return found
 
 
-def trust_answers(target: str | type[DO]) -> None:
+def trust_answers(target: str | type[Any]) -> None:
     """Let answers from DO class `target` (a class, or the name of one this process
     defined) decode to the data classes its annotations declare."""
-    cls = _do._BY_NAME.get(target) if isinstance(target, str) else target
+    cls = registry.by_name(target) if isinstance(target, str) else target
     if cls is not None:
         surface_of(cls)
 
 
-def _build(cls: type[DO]) -> Surface:
+def _build(cls: type[Any]) -> Surface:
     methods: dict[str, Method] = {}
     properties: dict[str, tuple[Callable[[Any], Any], Any]] = {}
     seen: set[str] = set()
+    machinery = registry.base_names(cls)
     for klass in cls.__mro__:
-        if not (isinstance(klass, type) and issubclass(klass, DO)) or klass is DO:
+        if not registry.is_entity_class(klass):
             continue
         for name, value in vars(klass).items():
             if name in seen:
                 continue  # a subclass's definition of the name wins, whatever it is
             seen.add(name)
-            if name.startswith("_") or name[:1].isupper() or name in _BASE_NAMES:
+            if name.startswith("_") or name[:1].isupper() or name in machinery:
                 continue
-            if isinstance(value, WorkflowDef | StepDef | ApprovalDef):
-                continue
+            # Workflows, steps, approvals, schedules and handlers are descriptor objects,
+            # not functions: the test below leaves them out.
             if inspect.isfunction(value) and _written_in(value, klass, name):
                 method = _method(cls, name, value)
                 if method is not None:
@@ -184,7 +179,7 @@ def _written_in(fn: Any, klass: type, name: str) -> bool:
     return getattr(fn, "__qualname__", None) == f"{klass.__qualname__}.{name}"
 
 
-def _method(cls: type[DO], name: str, fn: Callable[..., Any]) -> Method | None:
+def _method(cls: type[Any], name: str, fn: Callable[..., Any]) -> Method | None:
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):

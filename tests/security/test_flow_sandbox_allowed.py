@@ -38,7 +38,7 @@ def codes(path: Path, **options: object) -> list[str]:
 
 async def run(engine: Engine, path: Path) -> int:
     async with engine:
-        module = engine.load_flow(path)
+        module = load_flow(path, engine=engine)
         handle = await engine.start(module["w"], 21, run_id="r")
         result: int = await handle.result(timeout=30)
         return result

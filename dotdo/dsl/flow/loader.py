@@ -156,20 +156,29 @@ _CACHE: dict[tuple[str, str, FlowPolicy], FlowModule] = {}
 
 
 def load_flow(
-    path: str | os.PathLike[str], *, flow_modules: Iterable[str] | None = None
+    path: str | os.PathLike[str],
+    *,
+    flow_modules: Iterable[str] | None = None,
+    engine: Any = None,
 ) -> FlowModule:
     """Parse, check and compile a `.flow` file. Raises FlowError listing every problem.
 
     The file may name its own project's modules and those in `flow_modules` (modules or
     packages the host allows; also `[tool.dotdo] flow-modules` in the project's
-    pyproject.toml). Only those are imported, once the file has been checked.
+    pyproject.toml). Only those are imported, once the file has been checked. With
+    `engine=`, the engine's `flow_modules` are the default and the file is registered on it.
 
     Loading the same unchanged file again returns the same module, so registering it twice
     on one engine is harmless, as it is for a Python class.
     """
     file = Path(path)
     text = _read(file)
-    return load_source(text, str(file.resolve()), flow_modules=flow_modules)
+    if flow_modules is None and engine is not None:
+        flow_modules = engine.flow_modules
+    module = load_source(text, str(file.resolve()), flow_modules=flow_modules)
+    if engine is not None:
+        engine.register(module)
+    return module
 
 
 def load_source(

@@ -14,20 +14,9 @@ from typing import Any
 
 from dotdo.compiler.ir import Policy
 from dotdo.compiler.lower import StepInfo
-from dotdo.engine.models import Approval, Decision
+from dotdo.engine.models import Approval, Decision, request_fields
 
-__all__ = ["ApprovalDef", "ApprovalFlow", "approval", "auto_approved", "request_fields"]
-
-_FIELDS = ("type", "title", "amount", "requested_by", "approvers", "deadline", "priority")
-
-
-def request_fields(raw: dict[str, Any]) -> dict[str, Any]:
-    """Split a request into its known fields and the rest (`extra`)."""
-    known = {k: raw[k] for k in _FIELDS if k in raw}
-    extra = {k: v for k, v in raw.items() if k not in _FIELDS and k != "extra"}
-    extra.update(raw.get("extra") or {})
-    known["extra"] = extra
-    return known
+__all__ = ["ApprovalDef", "ApprovalFlow", "approval", "auto_approved"]
 
 
 def auto_approved(fields: dict[str, Any], run_id: str = "plain") -> Approval:

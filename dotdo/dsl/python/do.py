@@ -19,35 +19,30 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-from pydantic import BaseModel
-
 from dotdo.compiler.ir import Policy
 from dotdo.compiler.lower import StepInfo
 from dotdo.dsl.python.approvals import ApprovalDef, ApprovalFlow
 from dotdo.dsl.python.decorators import StepDef, WorkflowDef
 from dotdo.engine.cascade import run_cascade_plain
 from dotdo.engine.models import CascadeResult, EventRecord
+from dotdo.entities.entity import Entity
 
 __all__ = ["DO"]
 
-_BY_NAME: dict[str, type[DO]] = {}
-"""Every DO class by name, the latest definition winning: how plain mode finds the target of
-`self.Inventory(id)` without an engine."""
 
+class DO(Entity):
+    """Base class for durable objects. Subclass it and decorate methods.
 
-class DO:
-    """Base class for durable objects. Subclass it and decorate methods."""
+    An entity (`dotdo.entities.Entity`: an id, a `State`, stubs to other instances) whose
+    workflows compile into graphs when the class is created.
+    """
 
+    __dotdo_base__: ClassVar[bool] = True
     __dotdo_workflows__: ClassVar[dict[str, WorkflowDef[Any]]] = {}
     __dotdo_steps__: ClassVar[dict[str, StepDef[Any]]] = {}
-    State: ClassVar[type[BaseModel] | None] = None
-    """The pydantic model of an instance's persisted state (`State = InventoryState`, or a
-    nested `class State(BaseModel)`); every field needs a default, since a new instance
-    starts from `State()`. None: the entity keeps no state."""
 
     def __init__(self, entity_id: str = "default", *, run_id: str | None = None) -> None:
-        self.entity_id = entity_id
-        self.run_id = run_id
+        super().__init__(entity_id, run_id=run_id)
         self.sent: list[tuple[str, Any]] = []
         """Events sent while running as plain Python (the engine uses its outbox instead)."""
 
@@ -66,7 +61,6 @@ class DO:
                     workflows[name] = value
         cls.__dotdo_steps__ = steps
         cls.__dotdo_workflows__ = workflows
-        _BY_NAME[cls.__name__] = cls
         infos = {name: s.info() for name, s in steps.items()}
         infos.update({name: a.info() for name, a in approvals.items()})
         # A capitalised name the class defines (State, a nested class) is its own attribute,
@@ -78,41 +72,6 @@ class DO:
         for name, wf in workflows.items():
             if name in vars(cls):
                 wf.compile(infos)
-
-    # ------------------------------------------------------------- entities
-    def __getattr__(self, name: str) -> Any:
-        """`self.Inventory(id)`: a stub for another DO instance (see `dotdo.entities`)."""
-        if name[:1].isupper():
-            from dotdo.entities.stubs import factory
-
-            return factory(self, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    @property
-    def state(self) -> Any:
-        """This instance's `State`, loaded for an entity call and saved with its result."""
-        found = self.__dict__.get("_dotdo_state")
-        if found is None and type(self).State is not None:
-            from dotdo.entities.stubs import initial_state
-
-            found = self.__dict__["_dotdo_state"] = initial_state(type(self))
-        return found
-
-    @state.setter
-    def state(self, value: Any) -> None:
-        self.__dict__["_dotdo_state"] = value
-
-    async def __dotdo_call__(self, chain: Callable[[], Any]) -> Any:
-        """Target of a compiled `await self.Inventory(id).reserve(...)` step: send the chain."""
-        from dotdo.entities.runtime import call_from_step
-
-        return await call_from_step(self, chain)
-
-    async def __dotdo_send__(self, chain: Callable[[], Any]) -> None:
-        """Target of a compiled fire-and-forget `self.User(id).notify(...)` statement."""
-        from dotdo.entities.runtime import send_from_step
-
-        await send_from_step(self, chain)
 
     # ------------------------------------------------------------ plain mode
     async def do(
