@@ -302,7 +302,7 @@ def render_runs(out: Console, runs: list[RunInfo]) -> None:
         out.print("no runs")
         return
     table = Table(box=box.SIMPLE_HEAD)
-    table.add_column("run", no_wrap=True)
+    table.add_column("run", overflow="fold")  # ids are copied into other commands: never cut
     table.add_column("workflow", no_wrap=True)
     table.add_column("status")
     table.add_column("steps", justify="right")

@@ -103,7 +103,8 @@ async def _list(db: Path, approver: str | None, status: str) -> int:
             approver=approver, status=None if status == "all" else status
         )
     table = Table(title="approvals")
-    for column in ("id", "status", "title", "amount", "waiting on", "approvers", "deadline"):
+    table.add_column("id", overflow="fold")  # an id is copied into `dotdo approve`: never cut
+    for column in ("status", "title", "amount", "waiting on", "approvers", "deadline"):
         table.add_column(column)
     for a in found:
         table.add_row(

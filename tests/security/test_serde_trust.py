@@ -193,7 +193,7 @@ def _module_function() -> None:
 @pytest.mark.parametrize(
     "value",
     [json, json.dumps, _module_function, len, print, "x".upper, Path, int, type, lambda: 1],
-    ids=repr,
+    ids=lambda v: getattr(v, "__qualname__", type(v).__name__),
 )
 def test_code_cannot_be_stored(value: object) -> None:
     with pytest.raises(SerializationError, match="cannot store"):
