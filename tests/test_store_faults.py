@@ -1000,8 +1000,11 @@ async def test_a_send_whose_callee_cannot_save_it_is_delivered_later_once(
         faults.only, faults.count = with_job("_Commit.run"), 3
         handle = await engine.start(Flows.announce, "u", "hello", run_id="s")
         assert await handle.result(timeout=5) == "sent"
+        # The callee's state commits before the dispatcher records the delivery
+        # in the outbox (two transactions), so wait for both.
         for _ in range(500):
-            if (await entities.state("User", "u")).inbox:
+            rows = await entities.outbox()
+            if (await entities.state("User", "u")).inbox and rows[0]["outcome"]:
                 break
             await asyncio.sleep(0.01)
         assert (await entities.state("User", "u")).inbox == ["hello"]
