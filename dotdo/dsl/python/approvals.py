@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dotdo.compiler.ir import Policy
-from dotdo.compiler.lower import StepInfo
+from dotdo.dsl.python.hoist import StepInfo
 from dotdo.engine.models import Approval, Decision, request_fields
 
 __all__ = ["ApprovalDef", "ApprovalFlow", "approval", "auto_approved"]

@@ -1,11 +1,10 @@
-"""Lower an `async def` workflow body to the IR graph.
+"""The Python front end: an `async def` workflow method to the common tree, then lowered.
 
-The technique is regenerator's: only statements that contain a durable operation are split;
-everything else stays one straight-line block. Loops become a choice node and a back edge,
-`try` becomes an except dispatch plus, for `finally`, a region whose completion record
-(normal, raise, return, jump) is a persisted local, so a crash inside a `finally` resumes it
-with the right pending action. Durable calls nested in expressions are hoisted, in order,
-into temporaries. What cannot be lowered raises `CompileError` with file, line and a hint.
+Statements without durable operations stay Python statements; durable calls nested in
+expressions are hoisted, in order, into temporaries (`dotdo.dsl.python.hoist`); control flow
+holding durable operations becomes the tree's if/while/for/try. What cannot be lowered
+raises `CompileError` with file, line and a hint. The graph itself is built by the one
+lowering the `.flow` front end also uses (`dotdo.compiler.lower`).
 """
 
 from __future__ import annotations
@@ -17,21 +16,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from dotdo.compiler import _scan
-from dotdo.compiler._durable import DurableOps, StepInfo
-from dotdo.compiler._emitter import Cont
-from dotdo.compiler.ir import (
-    END,
-    BlockNode,
-    ChoiceNode,
-    EndFinallyNode,
-    EndNode,
-    FailNode,
-    Graph,
-    Param,
-    Region,
-    StartNode,
-    Stmt,
-)
+from dotdo.compiler import tree as T
+from dotdo.compiler.ir import Graph, Param
+from dotdo.compiler.lower import lower_tree
+from dotdo.dsl.python.hoist import DurableOps, StepInfo
 from dotdo.errors import CompileError
 
 __all__ = ["StepInfo", "lower_function"]
@@ -58,7 +46,7 @@ def lower_function(fn: Callable[..., Any], *, name: str, steps: Mapping[str, Ste
             col=func.col_offset + 1,
             hint="write `async def` so durable calls can be awaited",
         )
-    return _Lowerer(func, name=name, file=file, lines=lines, steps=steps).lower()
+    return lower_tree(_Builder(func, name=name, file=file, lines=lines, steps=steps).build())
 
 
 _PARSED: dict[str, tuple[str, ast.Module]] = {}
@@ -89,40 +77,29 @@ def _find_function(
     return None, lines
 
 
-class _Lowerer(DurableOps):
-    """Statement lowering: control flow becomes choices, back edges and finally regions."""
+class _Builder(DurableOps):
+    """The method's statements as the common tree; Python's own rules and errors stay here."""
 
-    # -------------------------------------------------------------- entry point
-    def lower(self) -> Graph:
+    def build(self) -> T.Workflow:
         func = self.func
-        self.check_signature(func)
-        self.emit(StartNode(id="start", line=func.lineno))
-        self.lower_body(func.body)
-        self.emit(EndNode(id=END, line=getattr(func, "end_lineno", func.lineno) or func.lineno))
-        self.resolve_labels()
-        self.prune()
-        self.fill_finally_targets()
+        params = self.check_signature(func)
+        body = self.build_body(func.body)
         bound = _scan.bound_names(func.body)
-        params = [p.name for p in self.graph.params]
-        names = [n for n in params if n != self.self_name]
-        names += [n for n in bound if n not in names and n != self.self_name]
-        local_lines = {n: self.func.lineno for n in params if n != self.self_name}
-        local_lines.update({n: line for n, line in bound.items() if n not in local_lines})
-        local_lines.update(self.hidden)
-        self.graph.locals = names + [n for n in self.hidden if n not in names]
-        self.graph.local_lines = local_lines
-        self.graph.nodes = {nid: self.nodes[nid] for nid in self.order if nid in self.nodes}
-        if func.returns is not None:
-            self.graph.returns = ast.unparse(func.returns)
-        errors = [f for f in self.graph.validate_graph() if f.severity == "error"]
-        if errors:
-            first = errors[0]
-            raise CompileError(
-                f"internal lowering error: {first.message}", file=self.file, line=first.line
-            )
-        return self.graph
+        return T.Workflow(
+            name=self.name,
+            file=self.file,
+            line=func.lineno,
+            end_line=getattr(func, "end_lineno", func.lineno) or func.lineno,
+            params=params,
+            body=body,
+            bound={n: line for n, line in bound.items() if n != self.self_name},
+            self_name=self.self_name,
+            returns=ast.unparse(func.returns) if func.returns is not None else None,
+            hidden=self.hidden,
+        )
 
-    def check_signature(self, func: ast.AsyncFunctionDef) -> None:
+    def check_signature(self, func: ast.AsyncFunctionDef) -> list[Param]:
+        """The parameters after `self`."""
         args = func.args
         positional = args.posonlyargs + args.args
         defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults))
@@ -148,28 +125,31 @@ class _Lowerer(DurableOps):
             )
         if args.kwarg:
             params.append(Param(name=args.kwarg.arg, kind="varkw"))
-        self.graph.params = params[1:]
+        return params[1:]
 
     # -------------------------------------------------------------- statements
-    def lower_body(self, stmts: list[ast.stmt]) -> None:
-        for stmt in stmts:
-            if self.dead():
-                return
-            self.lower_stmt(stmt)
+    def build_body(self, stmts: list[ast.stmt]) -> list[T.Stmt]:
+        outer, self.out = self.out, []
+        try:
+            for stmt in stmts:
+                self.build_stmt(stmt)
+            return self.out
+        finally:
+            self.out = outer
 
-    def lower_stmt(self, stmt: ast.stmt) -> None:
+    def build_stmt(self, stmt: ast.stmt) -> None:
         self.reject_unsupported(stmt)
         if not self.needs_lowering(stmt):
             self.add_plain(stmt)
             return
         if isinstance(stmt, ast.If):
-            self.lower_if(stmt)
+            self.build_if(stmt)
         elif isinstance(stmt, ast.While):
-            self.lower_while(stmt)
+            self.build_while(stmt)
         elif isinstance(stmt, ast.For):
-            self.lower_for(stmt)
+            self.build_for(stmt)
         elif isinstance(stmt, ast.Try):
-            self.lower_try(stmt)
+            self.build_try(stmt)
         elif isinstance(stmt, ast.With | ast.AsyncWith):
             raise self.error(
                 stmt,
@@ -251,173 +231,71 @@ class _Lowerer(DurableOps):
                     )
 
     # ------------------------------------------------------------ control flow
-    def lower_if(self, stmt: ast.If) -> None:
-        test = self.hoist(stmt.test)
-        assert isinstance(test, ast.expr)
-        choice = ChoiceNode(id=self.new_id("c"), line=stmt.lineno, cond=ast.unparse(test))
-        self.emit(choice, tails=())
-        self.cont = Cont([(choice.id, "then")])
-        self.lower_body(stmt.body)
-        after_body = self.take()
-        self.cont = Cont([(choice.id, "orelse")])
-        self.lower_body(stmt.orelse)
-        self.cont = self.take().merge(after_body)
+    def hoisted(self, node: ast.expr) -> str:
+        """`node` as source, its durable operations appended to the tree before it."""
+        expr = self.hoist(node)
+        assert isinstance(expr, ast.expr)
+        return ast.unparse(expr)
 
-    def lower_while(self, stmt: ast.While) -> None:
-        counter = self.hidden_name("n", stmt.lineno)
-        self.buffer.append(ast.parse(f"{counter} = 0").body[0])
-        self.flush()
-        head = self.new_id("L")
-        self.cont.labels.append(head)
-        with self.scope(loops=(*self.ctx.loops, counter)):
-            test = self.hoist(stmt.test)
-        assert isinstance(test, ast.expr)
-        choice = ChoiceNode(id=self.new_id("c"), line=stmt.lineno, cond=ast.unparse(test))
-        self.emit(choice, tails=())
-        self.loop_body(stmt, choice, head, counter, f"{counter} += 1")
+    def build_if(self, stmt: ast.If) -> None:
+        test = self.hoisted(stmt.test)
+        body, orelse = self.build_body(stmt.body), self.build_body(stmt.orelse)
+        self.out.append(T.If(line=stmt.lineno, test=test, body=body, orelse=orelse))
 
-    def lower_for(self, stmt: ast.For) -> None:
-        iterable = self.hoist(stmt.iter)
-        assert isinstance(iterable, ast.expr)
-        items = self.hidden_name("it", stmt.lineno)
-        index = self.hidden_name("i", stmt.lineno)
-        # Lists, tuples, ranges and strings are iterated by index in place (a range is stored
-        # as three numbers); any other iterable is evaluated once into a stored list.
-        init = (
-            f"{items} = {ast.unparse(iterable)}\n"
-            f"if type({items}) not in (list, tuple, range, str):\n"
-            f"    {items} = list({items})\n"
-            f"{index} = 0"
-        )
-        for s in ast.parse(init).body:
-            self.buffer.append(ast.fix_missing_locations(ast.copy_location(s, stmt)))
-        self.flush()
-        choice = ChoiceNode(
-            id=self.new_id("c"), line=stmt.lineno, cond=f"{index} < len({items})", bounded=True
-        )
-        self.emit(choice, tails=())
-        bind = f"{ast.unparse(stmt.target)} = {items}[{index}]\n{index} += 1"
-        self.loop_body(stmt, choice, choice.id, index, bind)
-
-    def loop_body(
-        self, stmt: ast.For | ast.While, choice: ChoiceNode, head: str, counter: str, prelude: str
-    ) -> None:
-        exit_label = self.new_id("X")
-        self.cont = Cont([(choice.id, "then")])
-        for s in ast.parse(prelude).body:
-            self.buffer.append(ast.fix_missing_locations(ast.copy_location(s, stmt)))
-        with self.scope(loops=(*self.ctx.loops, counter), break_to=exit_label, continue_to=head):
-            self.lower_body(stmt.body)
-            self.jump_to(head)
-        self.cont = Cont([(choice.id, "orelse")])
-        self.lower_body(stmt.orelse)
-        self.cont = self.take()
-        self.cont.labels.append(exit_label)
-
-    def lower_try(self, stmt: ast.Try) -> None:
-        outer = self.ctx
-        has_fin = bool(stmt.finalbody)
-        rid = self.new_id("R") if has_fin else None
-        dispatch = self.new_id("d") if stmt.handlers else None
-        fin_raise = self.new_id("f") if has_fin else None
-        inner_catch = fin_raise if has_fin else outer.catch
-        inner_fin = rid if has_fin else outer.fin
-        self.flush()
-        first = len(self.order)
-        self.hidden.setdefault("__exc", stmt.lineno)
-        with self.scope(catch=dispatch or fin_raise, fin=inner_fin):
-            self.lower_body(stmt.body)
-            self.flush()
-        with self.scope(catch=inner_catch, fin=inner_fin):
-            self.lower_body(stmt.orelse)
-            normal = self.take()
-            if dispatch:
-                normal = normal.merge(self.lower_handlers(stmt.handlers, dispatch))
-        self.cont = normal
-        if not has_fin:
-            return
-        assert rid is not None and fin_raise is not None
-        completion = f"__fin{rid}"
-        self.hidden[completion] = stmt.lineno
-        if self.cont:
-            self.buffer.append(_at(f"{completion} = ('normal',)", stmt.finalbody[0]))
-            self.flush()
-        members = [*self.order[first:], fin_raise]
-        self.add_node(
-            BlockNode(
-                id=fin_raise,
-                line=stmt.finalbody[0].lineno,
-                code=[Stmt(line=stmt.finalbody[0].lineno, src=f"{completion} = ('raise', __exc)")],
+    def build_while(self, stmt: ast.While) -> None:
+        outer, self.out = self.out, []
+        try:
+            test = self.hoisted(stmt.test)
+            test_ops = self.out
+        finally:
+            self.out = outer
+        self.out.append(
+            T.While(
+                line=stmt.lineno,
+                test=test,
+                test_ops=test_ops,
+                body=self.build_body(stmt.body),
+                orelse=self.build_body(stmt.orelse),
             )
         )
-        self.cont.tails.append((fin_raise, "next"))
-        entry = self.new_id("F")
-        self.cont.labels.append(entry)
-        self.graph.regions[rid] = Region(entry=entry, parent=outer.fin, members=members)
-        self.lower_body(stmt.finalbody)
-        end = EndFinallyNode(id=self.new_id("z"), line=stmt.finalbody[-1].lineno, region=rid)
-        self.emit(end)
-        self.finally_exits[rid] = end.id
 
-    def lower_handlers(self, handlers: list[ast.ExceptHandler], dispatch: str) -> Cont:
-        done = Cont()
-        self.cont = Cont()
-        for i, handler in enumerate(handlers):
-            saved = self.hidden_name("exc", handler.lineno)
-            binding = f"{saved} = __exc"
-            if handler.name:
-                binding += f"\n{handler.name} = __exc"
-            body = [_reraise_as(s, saved) for s in handler.body]
-            if handler.type is None:
-                if i != len(handlers) - 1:
-                    raise self.error(handler, "a bare `except:` must be the last handler")
-                if i == 0:
-                    self.flush()
-                    self.cont.labels.append(dispatch)
-            else:
-                choice = ChoiceNode(
-                    id=dispatch if i == 0 else self.new_id("d"),
+    def build_for(self, stmt: ast.For) -> None:
+        iterable = self.hoisted(stmt.iter)
+        self.out.append(
+            T.For(
+                line=stmt.lineno,
+                target=ast.unparse(stmt.target),
+                iter=iterable,
+                body=self.build_body(stmt.body),
+                orelse=self.build_body(stmt.orelse),
+            )
+        )
+
+    def build_try(self, stmt: ast.Try) -> None:
+        body, orelse = self.build_body(stmt.body), self.build_body(stmt.orelse)
+        handlers = []
+        for i, handler in enumerate(stmt.handlers):
+            if handler.type is None and i != len(stmt.handlers) - 1:
+                raise self.error(handler, "a bare `except:` must be the last handler")
+            test = None
+            if handler.type is not None:
+                test = f"isinstance(__exc, {ast.unparse(handler.type)})"
+            handlers.append(
+                T.Handler(
                     line=handler.lineno,
-                    cond=f"isinstance(__exc, {ast.unparse(handler.type)})",
+                    test=test,
+                    name=handler.name,
+                    body=self.build_body(handler.body),
                 )
-                self.emit(choice, tails=())
-                self.cont = Cont([(choice.id, "then")])
-            for s in ast.parse(binding).body:
-                self.buffer.append(ast.fix_missing_locations(ast.copy_location(s, handler)))
-            self.lower_body(body)
-            if handler.name and not self.dead():
-                # As Python does: the name bound by `except ... as e` is gone after the handler.
-                for s in ast.parse(f"{handler.name} = None\ndel {handler.name}").body:
-                    self.buffer.append(ast.fix_missing_locations(ast.copy_location(s, handler)))
-            done = done.merge(self.take())
-            if handler.type is None:
-                return done
-            self.cont = Cont([(choice.id, "orelse")])
-        self.emit(FailNode(id=self.new_id("x"), line=handlers[-1].lineno, expr="__exc"), tails=())
-        return done
-
-
-def _at(src: str, where: ast.stmt) -> ast.stmt:
-    stmt = ast.parse(src).body[0]
-    return ast.fix_missing_locations(ast.copy_location(stmt, where))
-
-
-def _reraise_as(stmt: ast.stmt, saved: str) -> ast.stmt:
-    """Point bare `raise` statements of a lowered handler at the exception it caught."""
-
-    class Rewriter(ast.NodeTransformer):
-        def visit_Raise(self, node: ast.Raise) -> ast.AST:
-            if node.exc is None:
-                return ast.copy_location(ast.Raise(exc=ast.Name(id=saved, ctx=ast.Load())), node)
-            return node
-
-        def visit_ExceptHandler(self, node: ast.ExceptHandler) -> ast.AST:
-            return node  # a bare raise in here re-raises the inner exception
-
-        def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
-            return node
-
-        visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
-
-    rewritten: ast.stmt = Rewriter().visit(stmt)
-    return ast.fix_missing_locations(rewritten)
+            )
+        final = stmt.finalbody
+        self.out.append(
+            T.Try(
+                line=stmt.lineno,
+                body=body,
+                handlers=handlers,
+                orelse=orelse,
+                finalbody=self.build_body(final),
+                final_lines=(final[0].lineno, final[-1].lineno) if final else (0, 0),
+            )
+        )

@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from dotdo.compiler.codegen import Program, build_program
 from dotdo.compiler.ir import Graph, Policy
-from dotdo.compiler.lower import StepInfo, lower_function
+from dotdo.dsl.python.build import StepInfo, lower_function
 
 __all__ = ["CompensateDef", "StepDef", "WorkflowDef", "compensate", "step", "workflow"]
 

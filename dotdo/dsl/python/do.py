@@ -20,9 +20,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from dotdo.compiler.ir import Policy
-from dotdo.compiler.lower import StepInfo
 from dotdo.dsl.python.approvals import ApprovalDef, ApprovalFlow
 from dotdo.dsl.python.decorators import StepDef, WorkflowDef
+from dotdo.dsl.python.hoist import StepInfo
 from dotdo.engine.cascade import run_cascade_plain
 from dotdo.engine.models import CascadeResult, EventRecord
 from dotdo.entities.entity import Entity

@@ -1,5 +1,6 @@
-"""Durable operations inside a workflow body: finding them, hoisting them out of
-expressions in evaluation order, and emitting their graph nodes (step, record, send, sleep).
+"""Durable operations inside a Python workflow body: finding them, hoisting them out of
+expressions in evaluation order, and turning each into a tree operation (`dotdo.compiler.tree`)
+for the common lowering: step, record, send, sleep, approval, event wait, cascade.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dotdo.compiler import _scan
-from dotdo.compiler._emitter import Emitter
+from dotdo.compiler import tree as T
 from dotdo.compiler.ir import (
     ApprovalNode,
     CascadeNode,
@@ -21,6 +22,7 @@ from dotdo.compiler.ir import (
     StepNode,
     WaitEventNode,
 )
+from dotdo.errors import CompileError
 
 __all__ = ["DurableOps", "StepInfo"]
 
@@ -40,8 +42,8 @@ class StepInfo:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-class DurableOps(Emitter):
-    """Recognises and emits durable operations; statement lowering builds on it."""
+class DurableOps:
+    """Recognises durable operations and appends them, hoisted, to the tree being built."""
 
     def __init__(
         self,
@@ -54,18 +56,24 @@ class DurableOps(Emitter):
     ) -> None:
         args = func.args
         self_name = args.args[0].arg if args.args else "self"
-        super().__init__(name=name, file=file, lines=lines, self_name=self_name)
+        self.name = name
+        self.file = file
+        self.lines = lines
+        self.out: list[T.Stmt] = []
+        """Where the statement being built appends its operations and plain statements."""
+        self.hidden: dict[str, int] = {}
+        self.counter = 0
         self.func = func
         self.steps = steps
         self.self_name = self_name
         if not args.args:
             raise self.error(func, "a workflow method needs `self` as its first parameter")
-        self.step_names: set[str] = set()
-        self.explicit_ids = self._collect_explicit_ids()
+        self._check_explicit_ids()
         self.entity_args = 0
         """Depth of entity-call arguments being hoisted (stubs there are pipelined)."""
 
-    def _collect_explicit_ids(self) -> set[str]:
+    def _check_explicit_ids(self) -> None:
+        """Every `step_id=` is a string literal used by one call site only."""
         seen: dict[str, ast.AST] = {}
         for node in ast.walk(self.func):
             if not isinstance(node, ast.Call) or _scan.durable_op(
@@ -88,15 +96,36 @@ class DurableOps(Emitter):
                         f"the other one is on line {getattr(seen[kw.value.value], 'lineno', 0)}",
                     )
                 seen[kw.value.value] = kw.value
-        return set(seen)
 
-    def step_name(self, base: str) -> str:
-        name, n = base, 1
-        while name in self.step_names or name in self.explicit_ids:
-            n += 1
-            name = f"{base}_{n}"
-        self.step_names.add(name)
+    def error(self, node: ast.AST, message: str, hint: str | None = None) -> CompileError:
+        return CompileError(
+            message,
+            file=self.file,
+            line=getattr(node, "lineno", 0),
+            col=self.column(node) + 1,
+            hint=hint,
+        )
+
+    def column(self, node: ast.AST) -> int:
+        """ast counts columns in UTF-8 bytes; people count characters."""
+        offset = getattr(node, "col_offset", 0)
+        line = getattr(node, "lineno", 0)
+        if not 0 < line <= len(self.lines):
+            return int(offset)
+        return len(self.lines[line - 1].encode()[:offset].decode(errors="ignore"))
+
+    def hidden_name(self, prefix: str, line: int) -> str:
+        """A temporary of the front end's own (`__v1`...), kept in the run's locals."""
+        self.counter += 1
+        name = f"__{prefix}{self.counter}"
+        self.hidden[name] = line
         return name
+
+    def add_plain(self, stmt: ast.stmt) -> None:
+        self.out.append(T.Plain(stmt))
+
+    def op(self, node: Any, base: str | None = None) -> None:
+        self.out.append(T.Op(node, base))
 
     def needs_lowering(self, stmt: ast.AST) -> bool:
         for node in _scan.walk_same_scope(stmt):
@@ -307,18 +336,19 @@ class DurableOps(Emitter):
                     "self.sleep(seconds or timedelta), self.sleep_until(datetime)",
                 )
             arg = ast.unparse(call.args[0])
-            self.emit(
+            self.op(
                 SleepNode(
-                    id=self.new_id("s"),
+                    id="",
                     line=call.lineno,
-                    name=self.step_name(op),
+                    name="",
                     duration=arg if op == "sleep" else None,
                     until=arg if op == "sleep_until" else None,
-                    loops=list(self.ctx.loops),
-                )
+                ),
+                base=op,
             )
             if result is not None:
-                self.buffer.append(ast.parse(f"{result} = None").body[0])
+                none = ast.parse(f"{result} = None").body[0]
+                self.add_plain(ast.fix_missing_locations(ast.copy_location(none, call)))
             return
         if op in ("approval", "request_approval", "wait_for_event", "cascade"):
             self.emit_wait(call, op, result)
@@ -351,21 +381,20 @@ class DurableOps(Emitter):
         else:
             policy = policy.model_copy(update={k: v for k, v in options.items() if k != "step_id"})
         explicit = options.get("step_id")
-        name = explicit if explicit else self.step_name(method or self.describe(target) or "do")
-        self.emit(
+        self.op(
             StepNode(
-                id=self.new_id("t"),
+                id="",
                 line=call.lineno,
                 mode="try" if op == "try_" else "do",
-                name=name,
+                name=explicit or "",
                 call=ast.unparse(target),
                 args=[ast.unparse(a) for a in args],
                 kwargs=[(kw.arg, ast.unparse(kw.value)) for kw in keywords],
                 result=result,
                 policy=policy,
                 compensate=info.compensator if info else None,
-                loops=list(self.ctx.loops),
-            )
+            ),
+            base=method or self.describe(target) or "do",
         )
 
     def emit_wait(self, call: ast.Call, op: str, result: str | None) -> None:
@@ -374,10 +403,9 @@ class DurableOps(Emitter):
         explicit = self.literal_kw(call, "step_id")
         keywords = [kw for kw in call.keywords if kw.arg != "step_id"]
         common: dict[str, Any] = {
-            "id": self.new_id("w"),
+            "id": "",
             "line": call.lineno,
             "result": result,
-            "loops": list(self.ctx.loops),
         }
         if op == "approval":
             method = call.func.attr
@@ -389,13 +417,14 @@ class DurableOps(Emitter):
                     for k in keywords
                 ),
             ]
-            self.emit(
+            self.op(
                 ApprovalNode(
-                    name=explicit or self.step_name(method),
+                    name=explicit or "",
                     request=f"{self.self_name}.{method}.fields({', '.join(args)})",
                     options=dict(info.options),
                     **common,
-                )
+                ),
+                base=method,
             )
         elif op == "request_approval":
             if call.args:
@@ -408,10 +437,9 @@ class DurableOps(Emitter):
                 f"{k.arg!r}: {ast.unparse(k.value)}" if k.arg else f"**{ast.unparse(k.value)}"
                 for k in keywords
             )
-            self.emit(
-                ApprovalNode(
-                    name=explicit or self.step_name("approval"), request=f"{{{fields}}}", **common
-                )
+            self.op(
+                ApprovalNode(name=explicit or "", request=f"{{{fields}}}", **common),
+                base="approval",
             )
         elif op == "wait_for_event":
             if len(call.args) != 1:
@@ -426,14 +454,15 @@ class DurableOps(Emitter):
                 raise self.error(
                     call, f"wait_for_event got unknown options {sorted(str(u) for u in unknown)}"
                 )
-            self.emit(
+            self.op(
                 WaitEventNode(
-                    name=explicit or self.step_name("wait"),
+                    name=explicit or "",
                     event=ast.unparse(call.args[0]),
                     match=extra.get("match"),
                     timeout=extra.get("timeout"),
                     **common,
-                )
+                ),
+                base="wait",
             )
         else:
             kw = {k.arg: k.value for k in keywords}
@@ -448,9 +477,9 @@ class DurableOps(Emitter):
                 )
             task = kw.get("task")
             threshold = kw.get("confidence_threshold")
-            self.emit(
+            self.op(
                 CascadeNode(
-                    name=explicit or self.step_name("cascade"),
+                    name=explicit or "",
                     task=ast.unparse(task) if task is not None else "'cascade'",
                     tiers=[
                         (k.value, ast.unparse(v))  # type: ignore[union-attr]
@@ -458,7 +487,8 @@ class DurableOps(Emitter):
                     ],
                     threshold=ast.unparse(threshold) if threshold is not None else "0.9",
                     **common,
-                )
+                ),
+                base="cascade",
             )
 
     def literal_kw(self, call: ast.Call, name: str) -> Any:
@@ -524,7 +554,7 @@ class DurableOps(Emitter):
     def assign_temp(self, expr: ast.expr) -> ast.Name:
         temp = self.hidden_name("v", getattr(expr, "lineno", 0))
         assign = ast.Assign(targets=[ast.Name(id=temp, ctx=ast.Store())], value=expr)
-        self.buffer.append(ast.fix_missing_locations(ast.copy_location(assign, expr)))
+        self.add_plain(ast.fix_missing_locations(ast.copy_location(assign, expr)))
         return ast.copy_location(ast.Name(id=temp, ctx=ast.Load()), expr)
 
     def method_of(self, target: ast.expr) -> str | None:
@@ -554,24 +584,24 @@ class DurableOps(Emitter):
             raise self.error(
                 call, f"self.{what}() takes no arguments", "the engine records the value it returns"
             )
-        self.emit(
+        self.op(
             RecordNode(
-                id=self.new_id("r"),
+                id="",
                 line=call.lineno,
                 what=what,  # type: ignore[arg-type]
-                name=self.step_name(what),
+                name="",
                 result=result,
-                loops=list(self.ctx.loops),
-            )
+            ),
+            base=what,
         )
 
     def emit_send(self, call: ast.Call) -> None:
         call = self.hoist_args(call)
         if call.keywords or not 1 <= len(call.args) <= 2:
             raise self.error(call, "self.send takes an event name and optional data")
-        self.emit(
+        self.op(
             SendNode(
-                id=self.new_id("e"),
+                id="",
                 line=call.lineno,
                 event=ast.unparse(call.args[0]),
                 data=ast.unparse(call.args[1]) if len(call.args) > 1 else "None",
@@ -595,18 +625,18 @@ class DurableOps(Emitter):
             )
         chain = self.hoist_chain(chain)
         target = "__dotdo_send__" if send else "__dotdo_call__"
-        self.emit(
+        self.op(
             StepNode(
-                id=self.new_id("t"),
+                id="",
                 line=chain.lineno,
                 mode="do",
-                name=self.step_name(_scan.entity_step_name(chain)),
+                name="",
                 call=f"{self.self_name}.{target}",
                 args=[f"lambda: {ast.unparse(chain)}"],
                 result=result,
                 policy=Policy(),
-                loops=list(self.ctx.loops),
-            )
+            ),
+            base=_scan.entity_step_name(chain),
         )
 
     def hoist_chain(self, chain: ast.expr) -> ast.expr:
