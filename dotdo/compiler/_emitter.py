@@ -1,4 +1,4 @@
-"""Graph-building mechanics shared by the lowering passes.
+"""Graph-building mechanics of the lowering (`dotdo.compiler.lower`).
 
 An emitter appends nodes in source order and keeps the "loose ends" (fields of earlier nodes,
 and labels such as a loop's exit, that must point at whatever node comes next). Plain
@@ -17,7 +17,6 @@ from typing import Any
 
 from dotdo.compiler import _scan
 from dotdo.compiler.ir import END, BlockNode, EndFinallyNode, Graph, Node, Stmt
-from dotdo.errors import CompileError
 
 __all__ = ["Cont", "Ctx", "Emitter"]
 
@@ -54,12 +53,8 @@ class Emitter:
         name: str,
         file: str,
         self_name: str,
-        lines: list[str] | None = None,
-        indent: int = 0,
     ) -> None:
         self.file = file
-        self.lines = lines or []
-        self.indent = indent
         self.graph = Graph(name=name, file=file, self_name=self_name)
         self.nodes: dict[str, Node] = {}
         self.order: list[str] = []
@@ -72,23 +67,6 @@ class Emitter:
         self.finally_exits: dict[str, str] = {}
 
     # ----------------------------------------------------------------- helpers
-    def error(self, node: ast.AST, message: str, hint: str | None = None) -> CompileError:
-        return CompileError(
-            message,
-            file=self.file,
-            line=getattr(node, "lineno", 0),
-            col=self.column(node) + self.indent + 1,
-            hint=hint,
-        )
-
-    def column(self, node: ast.AST) -> int:
-        """ast counts columns in UTF-8 bytes; people count characters."""
-        offset = getattr(node, "col_offset", 0)
-        line = getattr(node, "lineno", 0)
-        if not 0 < line <= len(self.lines):
-            return int(offset)
-        return len(self.lines[line - 1].encode()[:offset].decode(errors="ignore"))
-
     def new_id(self, prefix: str = "n") -> str:
         self.counter += 1
         return f"{prefix}{self.counter}"
