@@ -103,6 +103,9 @@ class _Lowering(Emitter):
 
     def lower_stmt(self, s: T.Stmt) -> None:
         if isinstance(s, T.Plain):
+            if isinstance(s.stmt, ast.If) and is_decision(s.stmt):
+                self.lower_if(_as_decision(s.stmt))
+                return
             stmt = _reraise_as(s.stmt, self.reraise) if self.reraise else s.stmt
             self.add_plain(stmt)
         elif isinstance(s, T.Op):
@@ -293,6 +296,42 @@ class _Lowering(Emitter):
             yield
         finally:
             self.reraise = outer
+
+
+def is_decision(stmt: ast.If) -> bool:
+    """Whether a plain `if`/`elif`/`else` is a business decision the diagram must show: its
+    branches end differently (one returns or raises, another does not, or does the other).
+
+    It becomes a choice node, not a checkpoint: the engine walks choices in memory between
+    the same durable operations as before. A test binding a name (`:=`) stays in its block.
+    """
+    if any(isinstance(n, ast.NamedExpr) for n in ast.walk(stmt.test)):
+        return False
+    return _ending(stmt.body) != _ending(stmt.orelse)
+
+
+def _ending(body: list[ast.stmt]) -> str:
+    """How a branch ends: "return", "raise", "mixed" (an if whose arms differ) or "through"."""
+    if not body:
+        return "through"
+    last = body[-1]
+    if isinstance(last, ast.Return):
+        return "return"
+    if isinstance(last, ast.Raise):
+        return "raise"
+    if isinstance(last, ast.If):
+        then, orelse = _ending(last.body), _ending(last.orelse)
+        return then if then == orelse else "mixed"
+    return "through"
+
+
+def _as_decision(stmt: ast.If) -> T.If:
+    return T.If(
+        line=stmt.lineno,
+        test=ast.unparse(stmt.test),
+        body=[T.Plain(s) for s in stmt.body],
+        orelse=[T.Plain(s) for s in stmt.orelse],
+    )
 
 
 def _reraise_as(stmt: ast.stmt, saved: str) -> ast.stmt:
