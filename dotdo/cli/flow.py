@@ -7,7 +7,6 @@ run pinned (not today's code) with its progress on it.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +26,12 @@ from dotdo.cli.common import (
     selected_db,
 )
 from dotdo.compiler.ir import Graph
-from dotdo.compiler.render import Overlay, render
+from dotdo.compiler.overlay import run_overlay
+from dotdo.compiler.render import Diagram, Overlay, render
 from dotdo.dsl.flow.checker import check_files
 from dotdo.dsl.flow.diagnostics import FlowError
 from dotdo.dsl.flow.formatter import format_file
-from dotdo.dsl.flow.loader import flow_graphs, load_flow
+from dotdo.dsl.flow.loader import flow_diagram, load_flow
 from dotdo.dsl.python.decorators import WorkflowDef
 from dotdo.dsl.python.do import DO
 from dotdo.engine.trust import stored_graph
@@ -70,11 +70,15 @@ def resolve_flow(
     return module[name], module.owner
 
 
-def _graph_of(target: str, flow_modules: tuple[str, ...]) -> Graph:
+def _graph_of(target: str, flow_modules: tuple[str, ...]) -> Graph | Diagram:
     if ".flow" in target:
-        # Drawing needs the graph only: compiled from the checked file, nothing imported.
+        # Drawing needs the graphs only: compiled from the checked file, nothing imported.
+        # A file of several workflows, named by no `:NAME`, is drawn whole.
         file, name = _split(target)
-        graphs = flow_graphs(file, flow_modules=flow_modules)
+        diagram = flow_diagram(file, flow_modules=flow_modules)
+        graphs = diagram.graphs
+        if not name and len(graphs) > 1:
+            return diagram
         name = _pick(file, name, list(graphs))
         if name not in graphs:
             known = ", ".join(graphs) or "none"
@@ -107,20 +111,9 @@ async def _overlay(db: Path, run_id: str) -> tuple[Graph, Overlay]:
         )
     body = row["body"] if row is not None else None
     graph = stored_graph(body, info.graph_hash, name=info.workflow, run_id=run_id)
-    base = {re.sub(r"(\[\d+\])+$", "", r.key) for r in journal if r.status == "completed"}
-    failed_keys = {re.sub(r"(\[\d+\])+$", "", r.key) for r in journal if r.status == "failed"}
-    done, failed = set(), set()
-    for node in graph.nodes.values():
-        name = getattr(node, "name", None)
-        if name in base:
-            done.add(node.id)
-        if name is not None and f"compensate:{name}" in base:
-            done.add(f"undo_{node.id}")
-        if name in failed_keys and info.status in ("failed", "compensated"):
-            failed.add(node.id)
-    overlay = Overlay(done=done, failed=failed, current=None if info.finished else info.node)
-    if info.status == "completed":
-        done.add("end")
+    overlay = run_overlay(
+        graph, status=info.status, node=info.node, finished=info.finished, journal=journal
+    )
     return graph, overlay
 
 
@@ -130,6 +123,7 @@ async def _render(
     if out.suffix.lower() not in _FORMATS:
         raise CliError(f"unknown diagram format {out.suffix!r}: use {', '.join(_FORMATS)}", USAGE)
     overlay = None
+    graph: Graph | Diagram
     if run_id is not None:
         graph, overlay = await _overlay(db, run_id)
     else:
@@ -198,5 +192,6 @@ def fmt(file: Path, write: bool) -> None:
 def render_command(
     target: str, out: Path, run_id: str | None, allow_modules: tuple[str, ...]
 ) -> None:
-    """Draw TARGET (a .flow file[:name] or module:Class.method) as a diagram."""
+    """Draw TARGET (a .flow file[:name] or module:Class.method) as a diagram; a .flow
+    file of several workflows without :name draws them all."""
     execute(_render(selected_db(), target, out, run_id, allow_modules))

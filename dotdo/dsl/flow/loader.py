@@ -23,6 +23,7 @@ from typing import Any
 
 from dotdo.compiler.codegen import Program, build_program
 from dotdo.compiler.ir import Graph, Policy
+from dotdo.compiler.render import Diagram
 from dotdo.dsl.flow import nodes as A
 from dotdo.dsl.flow.bind import FlowOrigin, bind
 from dotdo.dsl.flow.builtins import TYPES, runtime_namespace
@@ -37,7 +38,15 @@ from dotdo.dsl.python.do import DO
 from dotdo.engine.triggers import Schedule
 from dotdo.errors import DotdoError
 
-__all__ = ["FlowModule", "FlowStep", "FlowWorkflow", "flow_graphs", "load_flow", "load_source"]
+__all__ = [
+    "FlowModule",
+    "FlowStep",
+    "FlowWorkflow",
+    "flow_diagram",
+    "flow_graphs",
+    "load_flow",
+    "load_source",
+]
 
 
 class FlowStep:
@@ -219,6 +228,14 @@ def flow_graphs(
 ) -> dict[str, Graph]:
     """The graphs of a `.flow` file's workflows, checked and compiled without importing
     anything (what drawing a diagram needs). Raises FlowError listing every problem."""
+    return flow_diagram(path, flow_modules=flow_modules).graphs
+
+
+def flow_diagram(
+    path: str | os.PathLike[str], *, flow_modules: Iterable[str] | None = None
+) -> Diagram:
+    """Every workflow of a `.flow` file, for one drawing: its graph, and its schedules and
+    event handlers as entry points. Nothing is imported. Raises FlowError."""
     file = Path(path)
     text = _read(file)
     name = str(file.resolve())
@@ -226,9 +243,15 @@ def flow_graphs(
     if not env.ok:
         raise FlowError([d for d in env.diagnostics if d.is_error])
     try:
-        return compile_env(env)
+        graphs = compile_env(env)
     except RecursionError:
         raise FlowError([too_deep(env.text, name)]) from None
+    entries: dict[str, list[str]] = {}
+    for schedule, target in env.schedules:
+        entries.setdefault(target, []).append(schedule.spec)
+    for pattern, target in env.handlers:
+        entries.setdefault(target, []).append(f"on {pattern}")
+    return Diagram(graphs, entries, name=file.name)
 
 
 def _build(
