@@ -5,6 +5,7 @@ graph and checkpoints every durable step, so runs survive crashes without replay
 """
 
 from dotdo.compiler.ir import Graph, Policy
+from dotdo.dsl.drawing import render
 from dotdo.dsl.flow.checker import check_file, check_files, check_source
 from dotdo.dsl.flow.diagnostics import Diagnostic
 from dotdo.dsl.flow.formatter import format_file, format_source
@@ -96,6 +97,7 @@ __all__ = [
     "load_flow",
     "load_source",
     "on",
+    "render",
     "step",
     "workflow",
 ]

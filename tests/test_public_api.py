@@ -53,6 +53,7 @@ EXPECTED = {
     "load_flow",
     "load_source",
     "on",
+    "render",
     "step",
     "workflow",
 }

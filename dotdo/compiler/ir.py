@@ -318,6 +318,12 @@ class Graph(_Model):
             graph.add_edge(src, dst, kind=kind)
         return graph
 
+    def _repr_svg_(self) -> str | None:
+        """The diagram, so a notebook shows a graph by itself (None without Graphviz)."""
+        from dotdo.compiler.render import to_svg
+
+        return to_svg(self)
+
     def validate_graph(self) -> list[Finding]:
         """Structural checks: dangling edges, unreachable nodes, dead ends, busy loops."""
         findings: list[Finding] = []

@@ -27,6 +27,12 @@ class RunHandle:
     def __repr__(self) -> str:
         return f"RunHandle({self.run_id!r})"
 
+    def _repr_svg_(self) -> str | None:
+        """The run drawn live on its graph: a notebook shows it by itself."""
+        from dotdo.compiler.live import live_svg  # graphviz loads only when drawing
+
+        return live_svg(self.engine, self.run_id, self._workflow.graph if self._workflow else None)
+
     async def status(self) -> str:
         return (await self.engine.get_run(self.run_id)).status
 

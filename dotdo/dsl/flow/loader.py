@@ -23,7 +23,7 @@ from typing import Any
 
 from dotdo.compiler.codegen import Program, build_program
 from dotdo.compiler.ir import Graph, Policy
-from dotdo.compiler.render import Diagram
+from dotdo.compiler.render import Diagram, entries_of, to_svg
 from dotdo.dsl.flow import nodes as A
 from dotdo.dsl.flow.bind import FlowOrigin, bind
 from dotdo.dsl.flow.builtins import TYPES, runtime_namespace
@@ -159,6 +159,11 @@ class FlowModule:
     @property
     def graphs(self) -> dict[str, Graph]:
         return {name: wf.graph for name, wf in self.workflows.items()}
+
+    def _repr_svg_(self) -> str | None:
+        """Every workflow of the file in one diagram, so a notebook shows it by itself."""
+        entries = entries_of(self.workflows)
+        return to_svg(Diagram(self.graphs, entries, name=self.path.name))
 
 
 _CACHE: dict[tuple[str, str, FlowPolicy], FlowModule] = {}

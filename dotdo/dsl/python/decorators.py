@@ -165,6 +165,10 @@ class WorkflowDef(Generic[F]):
             raise RuntimeError(f"workflow {self.qualname} is not part of a DO class")
         return self._graph
 
+    def _repr_svg_(self) -> str | None:
+        """The workflow's diagram, so a notebook shows it by itself (None without Graphviz)."""
+        return self.graph._repr_svg_()
+
     def program(self, graph: Graph | None = None) -> Program:
         """The executable form of `graph` (default: the current one), built once per hash."""
         graph = graph or self.graph
