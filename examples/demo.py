@@ -15,8 +15,8 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import dotdo  # noqa: E402
 from dotdo import Engine, RunFailed  # noqa: E402
-from dotdo.compiler.render import Overlay, render  # noqa: E402
 from examples import orders, trip  # noqa: E402
 
 console = Console()
@@ -41,9 +41,9 @@ async def main() -> None:
         engine.register(orders.Orders, trip.Trips)
 
         console.rule("[bold]orders: validate, charge, fulfil")
-        handle = await engine.start(orders.Orders.process_order, orders.SAMPLE, run_id="po-42")
-        receipt = await handle.result()
-        console.print(f"status: [green]{await handle.status()}[/]  result: {receipt!r}")
+        order_run = await engine.start(orders.Orders.process_order, orders.SAMPLE, run_id="po-42")
+        receipt = await order_run.result()
+        console.print(f"status: [green]{await order_run.status()}[/]  result: {receipt!r}")
         again = await engine.start(orders.Orders.process_order, orders.SAMPLE, run_id="po-42")
         console.print(f"started again with the same run id -> same run: {again.run_id}")
         console.print(await journal_table(engine, "po-42"))
@@ -57,13 +57,13 @@ async def main() -> None:
             console.print(f"status: [yellow]{failed.status}[/]  original error: {failed.error!r}")
         console.print(await journal_table(engine, "trip-1"))
 
-        graph = orders.Orders.process_order.graph
-        done = {n.id for n in graph.nodes.values()}
-        render(graph, OUT / "orders.mmd")
-        render(graph, OUT / "orders.dot", Overlay(done=done, current="end"))
+        # The diagram is the program; with run=, the run's progress (and last edge) is on it.
+        process = orders.Orders.process_order
+        dotdo.render(process, OUT / "orders.mmd")
+        dotdo.render(process, OUT / "orders.dot", run=order_run)
         if shutil.which("dot"):
-            render(graph, OUT / "orders.svg", Overlay(done=done, current="end"))
-            render(trip.Trips.book_trip.graph, OUT / "trip.svg")
+            dotdo.render(process, OUT / "orders.svg", run=order_run)
+            dotdo.render(trip.Trips.book_trip, OUT / "trip.svg", run=handle)
             console.print(f"diagrams: {OUT / 'orders.svg'}, {OUT / 'trip.svg'}")
         else:
             console.print(f"diagrams: {OUT / 'orders.dot'} and .mmd (install Graphviz for SVG)")

@@ -13,7 +13,7 @@ the same graph.
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from dotdo.compiler import tree as T
@@ -102,22 +102,14 @@ class _Lowering(Emitter):
             self.lower_stmt(s)
 
     def lower_stmt(self, s: T.Stmt) -> None:
-        if isinstance(s, T.Plain):
-            if isinstance(s.stmt, ast.If) and is_decision(s.stmt):
-                self.lower_if(_as_decision(s.stmt))
-                return
-            stmt = _reraise_as(s.stmt, self.reraise) if self.reraise else s.stmt
-            self.add_plain(stmt)
-        elif isinstance(s, T.Op):
-            self.lower_op(s)
-        elif isinstance(s, T.If):
-            self.lower_if(s)
-        elif isinstance(s, T.While):
-            self.lower_while(s)
-        elif isinstance(s, T.For):
-            self.lower_for(s)
-        else:
-            self.lower_try(s)
+        lower: Callable[[T.Stmt], None] = getattr(self, f"lower_{type(s).__name__.lower()}")
+        lower(s)
+
+    def lower_plain(self, s: T.Plain) -> None:
+        if isinstance(s.stmt, ast.If) and is_decision(s.stmt):
+            self.lower_if(_as_decision(s.stmt))
+            return
+        self.add_plain(_reraise_as(s.stmt, self.reraise) if self.reraise else s.stmt)
 
     def code(self, src: str, line: int) -> None:
         """Generated statements (hidden counters, bindings) at `line` of the source."""

@@ -43,7 +43,6 @@ __all__ = [
     "FlowStep",
     "FlowWorkflow",
     "flow_diagram",
-    "flow_graphs",
     "load_flow",
     "load_source",
 ]
@@ -206,16 +205,21 @@ def load_source(
     if cached is not None:
         return cached
     env = analyze(text, path, policy=policy)
-    if not env.ok:
-        raise FlowError([d for d in env.diagnostics if d.is_error])
-    try:
-        graphs = compile_env(env)
-    except RecursionError:
-        raise FlowError([too_deep(env.text, path)]) from None
+    graphs = _compiled(env)
     live_types = bind(env)
     module = _build(env, graphs, live_types, policy)
     _CACHE[key] = module
     return module
+
+
+def _compiled(env: FlowEnv) -> dict[str, Graph]:
+    """The graphs of a checked file; FlowError listing every problem if it is not ok."""
+    if not env.ok:
+        raise FlowError([d for d in env.diagnostics if d.is_error])
+    try:
+        return compile_env(env)
+    except RecursionError:
+        raise FlowError([too_deep(env.text, env.path)]) from None
 
 
 def _read(file: Path) -> str:
@@ -228,14 +232,6 @@ def _read(file: Path) -> str:
         ) from None
 
 
-def flow_graphs(
-    path: str | os.PathLike[str], *, flow_modules: Iterable[str] | None = None
-) -> dict[str, Graph]:
-    """The graphs of a `.flow` file's workflows, checked and compiled without importing
-    anything (what drawing a diagram needs). Raises FlowError listing every problem."""
-    return flow_diagram(path, flow_modules=flow_modules).graphs
-
-
 def flow_diagram(
     path: str | os.PathLike[str], *, flow_modules: Iterable[str] | None = None
 ) -> Diagram:
@@ -243,14 +239,8 @@ def flow_diagram(
     event handlers as entry points. Nothing is imported. Raises FlowError."""
     file = Path(path)
     text = _read(file)
-    name = str(file.resolve())
-    env = analyze(text, name, flow_modules=flow_modules)
-    if not env.ok:
-        raise FlowError([d for d in env.diagnostics if d.is_error])
-    try:
-        graphs = compile_env(env)
-    except RecursionError:
-        raise FlowError([too_deep(env.text, name)]) from None
+    env = analyze(text, str(file.resolve()), flow_modules=flow_modules)
+    graphs = _compiled(env)
     entries: dict[str, list[str]] = {}
     for schedule, target in env.schedules:
         entries.setdefault(target, []).append(schedule.spec)
