@@ -113,12 +113,7 @@ class _Lowering(Emitter):
 
     def code(self, src: str, line: int) -> None:
         """Generated statements (hidden counters, bindings) at `line` of the source."""
-        for stmt in ast.parse(src).body:
-            for inner in ast.walk(stmt):
-                if "lineno" in inner._attributes:
-                    inner.lineno = line  # type: ignore[attr-defined]
-                    inner.col_offset = 0  # type: ignore[attr-defined]
-            self.buffer.append(ast.fix_missing_locations(stmt))
+        self.buffer.extend(p.stmt for p in T.plain_at(src, line))
 
     def step_name(self, base: str) -> str:
         """`base`, else `base_2`, `base_3`...: the first not taken by an earlier operation

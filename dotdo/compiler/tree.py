@@ -17,7 +17,19 @@ from dataclasses import dataclass, field
 
 from dotdo.compiler.ir import Node, Param
 
-__all__ = ["For", "Handler", "If", "Op", "Plain", "Stmt", "Try", "While", "Workflow", "walk"]
+__all__ = [
+    "For",
+    "Handler",
+    "If",
+    "Op",
+    "Plain",
+    "Stmt",
+    "Try",
+    "While",
+    "Workflow",
+    "plain_at",
+    "walk",
+]
 
 
 @dataclass
@@ -29,6 +41,18 @@ class Plain:
     @property
     def line(self) -> int:
         return self.stmt.lineno
+
+
+def plain_at(src: str, line: int) -> list[Plain]:
+    """Generated Python statements (bindings, counters) placed at `line` of the source."""
+    out = []
+    for stmt in ast.parse(src).body:
+        for inner in ast.walk(stmt):
+            if "lineno" in inner._attributes:
+                inner.lineno = line  # type: ignore[attr-defined]
+                inner.col_offset = 0  # type: ignore[attr-defined]
+        out.append(Plain(ast.fix_missing_locations(stmt)))
+    return out
 
 
 @dataclass

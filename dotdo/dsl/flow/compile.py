@@ -66,17 +66,6 @@ def build_tree(wf: A.Workflow, env: FlowEnv) -> T.Workflow:
     return _Builder(wf, env).build()
 
 
-def _parsed(code: str, line: int) -> list[T.Stmt]:
-    out: list[T.Stmt] = []
-    for stmt in ast.parse(code).body:
-        for inner in ast.walk(stmt):
-            if "lineno" in inner._attributes:
-                inner.lineno = line  # type: ignore[attr-defined]
-                inner.col_offset = 0  # type: ignore[attr-defined]
-        out.append(T.Plain(ast.fix_missing_locations(stmt)))
-    return out
-
-
 class _Builder:
     def __init__(self, wf: A.Workflow, env: FlowEnv) -> None:
         self.wf = wf
@@ -160,7 +149,7 @@ class _Builder:
             assert what is not None
             temp = self.hidden_name("v", line)
             record = RecordNode(id="", line=line, what=what, name="", result=temp)  # type: ignore[arg-type]
-            return [T.Op(record, base=what), *_parsed(f"{s.target} = {temp}", line)]
+            return [T.Op(record, base=what), *T.plain_at(f"{s.target} = {temp}", line)]
         raise AssertionError(f"cannot lower {type(s).__name__}")  # pragma: no cover
 
     def try_(self, s: A.Try) -> T.Try:
