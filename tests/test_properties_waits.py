@@ -38,6 +38,7 @@ import random
 import shutil
 import sqlite3
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -363,11 +364,14 @@ class Held(DO):
         return await self.quick()
 
 
-async def test_nothing_runs_on_in_a_dead_engine(work_dir: Path) -> None:
+@pytest.mark.parametrize("pause", [0.0, 0.2], ids=["at-once", "hook-pauses"])
+async def test_nothing_runs_on_in_a_dead_engine(work_dir: Path, pause: float) -> None:
     """The same cause, made deterministic: the writer raises the crash at run `fast`'s
     commit, and at that moment lets the step run `slow` is executing return. That step must
     not reach its after_step boundary (nor commit) in the dead engine: the trace ends at the
-    crash, as crashcheck demands ("the engine went on after its crash")."""
+    crash, as crashcheck demands ("the engine went on after its crash"). With `pause`, the
+    writer thread is held between releasing the step and raising (what a loaded machine's
+    thread switch does): the step's boundary must still wait for the death."""
     loop = asyncio.get_running_loop()
     gate = Held.gate = asyncio.Event()
     trace: list[tuple[str, str]] = []
@@ -376,6 +380,7 @@ async def test_nothing_runs_on_in_a_dead_engine(work_dir: Path) -> None:
         trace.append((point, run_id))
         if (point, run_id) == ("before_commit", "fast"):
             loop.call_soon_threadsafe(gate.set)  # `hold` may return now, in a dead engine
+            time.sleep(pause)
             raise SimulatedCrash("at fast's commit")
 
     engine = Engine(work_dir / "held.db", clock=VirtualClock(START), faults=faults)

@@ -14,6 +14,7 @@ import asyncio
 import inspect
 import logging
 import random
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -87,6 +88,7 @@ class RunDriver:
 
     def __init__(self, shell: Shell) -> None:
         self.shell = shell
+        self._hook_lock = threading.RLock()
 
     def commit_hook(self, point: str, run_ids: Iterable[str]) -> None:
         for run_id in run_ids:
@@ -95,7 +97,14 @@ class RunDriver:
     def _fault(self, point: str, run_id: str) -> None:
         if self.shell._dying is not None:
             raise self.shell._dying
-        if self.shell.faults:
+        if not self.shell.faults:
+            return
+        # The hook runs on the writer thread (commit points) and on the loop (step points).
+        # One lock around the call and the death it may declare: a step point can never slip
+        # in between a commit hook raising a simulated death and the engine knowing it died.
+        with self._hook_lock:
+            if self.shell._dying is not None:
+                raise self.shell._dying
             try:
                 self.shell.faults(point, run_id)
             except BaseException as death:
