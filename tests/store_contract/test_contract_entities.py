@@ -79,3 +79,21 @@ async def test_old_call_records_are_pruned(open_store: Any) -> None:
     await store.commit_call(call("new", 1, "{}", now=100.0))
     assert await store.prune_calls(50.0) == 1
     assert [r.call_id for r in await store.recorded_calls(["old", "new"])] == ["new"]
+
+
+async def test_a_send_queued_by_a_step_is_fenced_by_its_runs_lease(open_store: Any) -> None:
+    import pytest
+    from _contract_rows import new_run
+
+    from dotdo.engine.store.interface import Lease
+    from dotdo.errors import LeaseLost
+
+    store: Store = await open_store("a")
+    lease = (await store.create_run(new_run("r"))).lease
+    assert lease is not None
+    stale = Lease("r", lease.epoch + 1)
+    with pytest.raises(LeaseLost):
+        await store.enqueue_send(EntitySend("s1", "Mailer", "{}", 1.0, "r", "k", lease=stale))
+    assert await store.entity_sends() == []
+    await store.enqueue_send(EntitySend("s1", "Mailer", "{}", 1.0, "r", "k", lease=lease))
+    assert [s.call_id for s in await store.entity_sends()] == ["s1"]

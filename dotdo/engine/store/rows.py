@@ -315,6 +315,10 @@ class EntitySend:
     now: float
     run_id: str | None = None
     step_key: str | None = None
+    lease: Lease | None = None
+    """The lease of the run whose step queues it (a send from a running step): refused with
+    `LeaseLost`, nothing queued, once the run's lease has moved on (added after the first
+    version of this interface; None: not fenced)."""
 
 
 @dataclass(frozen=True)
