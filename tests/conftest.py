@@ -3,6 +3,10 @@
 The CLI draws rich tables as wide as the terminal says (`COLUMNS`), and subprocesses inherit
 it; a test must not pass in one terminal and fail in a narrower one (or under pytest-xdist,
 whose workers set it), so the suite fixes a width wide enough for what tests assert.
+
+Store backends: `backend`, `store_location` and `open_store` (below) let a suite run once
+per backend: the store contract suite (tests/store_contract/) and the durability and
+hibernation-crash suites take their database from them.
 """
 
 from __future__ import annotations

@@ -257,7 +257,7 @@ class RunDriver:
             row = JournalRow(call.key, "started", call.attempt, started_at=started)
             await self.shell.store.checkpoint(self.checkpoint(run, "running", journal=[row]))
         self._fault("before_step", run.run_id)
-        outcome = await self._execute(run.run_id, call)
+        outcome = await self._execute(run.run_id, call, run.lease.epoch)
         self._fault("after_step", run.run_id)
         finished = self.shell.clock.now()
         if isinstance(outcome, StepOk):
@@ -293,8 +293,10 @@ class RunDriver:
     async def _was_started(self, run_id: str, key: str) -> bool:
         return await self.shell.store.step_status(run_id, key) == "started"
 
-    async def _execute(self, run_id: str, call: Call) -> StepOk | StepErr:
-        token = enter_step(StepContext(run_id, call.key, call.attempt, engine=self.shell))
+    async def _execute(self, run_id: str, call: Call, epoch: int) -> StepOk | StepErr:
+        token = enter_step(
+            StepContext(run_id, call.key, call.attempt, engine=self.shell, epoch=epoch)
+        )
         timeout = call.policy.timeout
         deadline = asyncio.timeout(timeout)
         try:
