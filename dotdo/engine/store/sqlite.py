@@ -32,7 +32,7 @@ from dotdo.engine.store.files import (
     read_only_reason,
 )
 from dotdo.engine.store.health import WriteHealth
-from dotdo.errors import LeaseLost, SchemaTooNew, StoreError
+from dotdo.errors import LeaseLost, StoreError
 
 __all__ = [
     "ACTIVE",
@@ -376,7 +376,7 @@ class Store:
         elif tables - {"sqlite_sequence"}:
             raise StoreError(f"{self.path} is an SQLite database, but not a dotdo one")
         if version > SCHEMA_VERSION:
-            raise SchemaTooNew(
+            raise StoreError(
                 f"{self.path} has schema version {version}, newer than this dotdo "
                 f"understands ({SCHEMA_VERSION}); upgrade dotdo to open it"
             )
