@@ -1,0 +1,688 @@
+"""The store interface: every read and write of dotdo's durable state, as domain operations.
+
+The engine, the entities layer, the CLI and the testing tools persist and read through this
+`Store` protocol only; SQL lives behind it (`dotdo.engine.store.sqlite` is the first
+implementation). A second backend is one new implementation of this protocol, checked by the
+same contract suite (tests/store_contract), not edits across the engine.
+
+Values cross it as data: the records below hold plain strings, numbers and JSON text (the
+engine encodes with `dotdo.engine.serde` before it writes and decodes after it reads), so an
+implementation never imports the engine's models.
+
+Guarantees every implementation gives (the contract suite checks them):
+
+- **Atomic writes.** Each write operation commits all of its rows or none. `checkpoint` in
+  particular writes a run's new state with its cause (journal rows), its sends (outbox) and
+  its new wait (an approval row) in one transaction. An operation returns only after its
+  transaction committed (durably, as the backend's synchronous setting says); a failed
+  transaction raises `StoreWriteError` (a store fault: retryable, nothing written).
+- **Group commit.** Concurrent writes may share one transaction (one fsync), each still
+  atomic: a write that fails its own check (a `LeaseLost`, a `RunConflict`, an approval that
+  cannot be decided) writes nothing and does not undo the others.
+- **Leases and fencing.** A runnable run is advanced by the one engine holding its lease
+  (`lease_owner`, `lease_until`). Each claim or takeover increments the run's lease *epoch*
+  and returns it in a `Lease`; every write an owner makes on behalf of a run (`checkpoint`,
+  `fail_run`, `subscribe`, `time_out_wait`) carries that `Lease` and is refused, writing
+  nothing, with `LeaseLost` when the run's owner or epoch changed since. So an engine that
+  was paused past its lease expiry and wakes up cannot write over the run's new owner.
+- **Reads see committed data** and never wait for the writer.
+- **Nothing is decoded by the store** except what a domain rule passed in as a callback needs
+  (`EventFilter`, approval decisions); callbacks are pure and run inside the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar, runtime_checkable
+
+if TYPE_CHECKING:
+    from dotdo.engine.store.health import WriteHealth
+
+__all__ = [
+    "ACTIVE",
+    "FINISHED",
+    "AppliedCall",
+    "ApprovalChange",
+    "CallRecord",
+    "Checkpoint",
+    "ClaimRequest",
+    "CommitOutcome",
+    "EntitySend",
+    "EventFilter",
+    "JournalRow",
+    "Lease",
+    "NewApproval",
+    "PendingSend",
+    "RunToCreate",
+    "SendRecord",
+    "StartOutcome",
+    "Store",
+    "StoreFactory",
+    "StoreOptions",
+    "StoredApproval",
+    "StoredEntity",
+    "StoredEvent",
+    "StoredRun",
+    "StoredSchedule",
+    "StoredStep",
+    "StoredWait",
+    "Waker",
+]
+
+T = TypeVar("T")
+
+ACTIVE = ("running", "waiting")
+"""Statuses of a run that has not ended."""
+FINISHED = ("completed", "failed", "compensated", "cancelled")
+"""Statuses of a run that has ended (for good: no write changes them again)."""
+
+
+# ------------------------------------------------------------------------- leases
+@dataclass(frozen=True)
+class Lease:
+    """The right to advance one run: held by the store's owner at this epoch.
+
+    The epoch grows by one at every claim (a start, a claim of an orphaned or due run, a
+    wake-up), so a lease taken over and taken back is still a different lease."""
+
+    run_id: str
+    epoch: int
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    """Which runs `claim_runs` takes: runs in `status` of a workflow in `workflows` whose
+    lease is free (no owner, expired, or its owner is certainly dead), not already held by
+    this owner, not in `skip`; for `waiting` runs only those due at `due_before`."""
+
+    ttl: float
+    """Seconds the new leases last (renewed by `renew_leases`)."""
+    workflows: tuple[str, ...]
+    status: Literal["running", "waiting"]
+    due_before: float | None = None
+    skip: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Waker:
+    """How a waiting run that now has its answer (a decision, an event) is made runnable:
+    claimed by this store's owner when `may_claim` and its workflow is in `workflows` and
+    its lease is free (the claim returns a `Lease`), else made due at once (`wake_at = now`)
+    so an engine that can drive it claims it on its next tick."""
+
+    ttl: float
+    workflows: frozenset[str]
+    now: float
+    may_claim: bool = True
+
+
+# --------------------------------------------------------------------- writing runs
+@dataclass(frozen=True)
+class JournalRow:
+    """One line of a run's step journal: started (try_), failed attempt, or completed.
+
+    Written by `checkpoint` as an upsert on (run, key); a completed row is never changed."""
+
+    key: str
+    status: Literal["started", "completed", "failed"]
+    attempts: int
+    value: str | None = None
+    error: str | None = None
+    seq: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True)
+class NewApproval:
+    """An approval request written with the checkpoint that hibernates its run (kept if an
+    approval with this id exists: a replay asks the same question again)."""
+
+    id: str
+    run_id: str
+    approver: str | None
+    """Whom it waits on now (the first of the chain)."""
+    deadline: float | None
+    body: str
+    """The whole approval, serde JSON."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A run's transition, written atomically with its cause (journal), its sends (the
+    outbox) and the approval it now waits for; refused with `LeaseLost` (nothing written)
+    unless `lease` is still the run's current lease."""
+
+    @property
+    def run_id(self) -> str:
+        return self.lease.run_id
+
+    lease: Lease
+    """The lease the writer holds (its run id is the run written)."""
+    status: str
+    node: str
+    state: str
+    steps_done: int
+    now: float
+    wake_at: float | None = None
+    result: str | None = None
+    error: str | None = None
+    journal: Sequence[JournalRow] = ()
+    sends: Sequence[tuple[str, str]] = ()
+    """Events the run sent: (name, serde JSON data), in order."""
+    release: bool = False
+    """Give up the lease (the run now waits or has finished)."""
+    approval: NewApproval | None = None
+
+
+@dataclass(frozen=True)
+class RunToCreate:
+    """The rows of a new run: its graph (once per hash), the graph's signature (when the
+    engine signs) and the run, leased to the store's owner at epoch 1."""
+
+    run_id: str
+    workflow: str
+    entity_id: str
+    graph_hash: str
+    graph_name: str
+    graph_body: str
+    module: str
+    """Where the workflow's code lives (so another process can load it)."""
+    node: str
+    state: str
+    input: str
+    lease_until: float
+    now: float
+    mac: tuple[str, str] | None = None
+    """(meta key, signature) to store with the graph, or None."""
+
+
+@dataclass(frozen=True)
+class StartOutcome:
+    """What `create_run` did: created the run (and holds `lease`), or found one with this id
+    (its workflow, entity and input, for the engine to decide: same run or a conflict)."""
+
+    lease: Lease | None
+    existing: tuple[str, str, str] | None = None
+    """(workflow, entity_id, input JSON) of the run already stored under this id."""
+
+    @property
+    def created(self) -> bool:
+        return self.lease is not None
+
+
+# ---------------------------------------------------------------------- reading runs
+@dataclass(frozen=True)
+class StoredRun:
+    """A run's row as stored (values as JSON text, times as epoch seconds)."""
+
+    run_id: str
+    workflow: str
+    graph_hash: str
+    entity_id: str
+    status: str
+    node: str
+    state: str
+    input: str
+    result: str | None
+    error: str | None
+    wake_at: float | None
+    lease_owner: str | None
+    lease_until: float | None
+    lease_epoch: int
+    cancel_requested: bool
+    steps_done: int
+    created_at: float
+    updated_at: float
+
+    @property
+    def lease(self) -> Lease:
+        return Lease(self.run_id, self.lease_epoch)
+
+
+@dataclass(frozen=True)
+class StoredStep:
+    """One journal row as stored."""
+
+    run_id: str
+    key: str
+    status: str
+    attempts: int
+    value: str | None
+    error: str | None
+    seq: int | None
+    started_at: float | None
+    finished_at: float | None
+
+
+# ------------------------------------------------------------------ events and waits
+@dataclass(frozen=True)
+class StoredEvent:
+    """An outbox row: an event sent by a run (`run_id`) or from outside (None)."""
+
+    id: int
+    name: str
+    data: str
+    created_at: float
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredWait:
+    """A run's subscription to an event at one wait (`key`): open while `event_id` is None,
+    then the id of the event it took, or -1 when it timed out."""
+
+    run_id: str
+    key: str
+    event: str
+    match: str | None
+    """The fields to match, JSON text, or None."""
+    since: float
+    event_id: int | None
+
+
+EventFilter = Callable[[StoredEvent, str | None], bool]
+"""Whether an event fits a wait's match (JSON text or None): a pure domain rule the store
+calls inside the transaction that hands the event to the wait."""
+
+
+# ------------------------------------------------------------------------- approvals
+@dataclass(frozen=True)
+class StoredApproval:
+    id: str
+    run_id: str
+    status: str
+    body: str
+
+
+@dataclass(frozen=True)
+class ApprovalChange:
+    """A decision's new row: written only if the decide callback returned it (a callback
+    that raises refuses the decision, nothing written); `wake` makes the run runnable in the
+    same transaction (see `Waker`)."""
+
+    status: str
+    approver: str | None
+    body: str
+    wake: bool = False
+
+
+# ------------------------------------------------------------------------- schedules
+@dataclass(frozen=True)
+class StoredSchedule:
+    name: str
+    spec: str
+    next_fire: float
+    last_fire: float | None
+
+
+# -------------------------------------------------------------------------- entities
+@dataclass(frozen=True)
+class CallRecord:
+    """An applied entity call: its target, chain, digest and result (JSON text)."""
+
+    call_id: str
+    cls: str
+    id: str
+    chain: str | None
+    digest: str | None
+    result: str
+
+
+@dataclass(frozen=True)
+class StoredEntity:
+    """A hosted instance's state (JSON text) and version (optimistic concurrency)."""
+
+    state: str
+    version: int
+
+
+@dataclass(frozen=True)
+class EntitySend:
+    """A fire-and-forget entity call to deliver; with (run_id, step_key) it is deliverable
+    only once that run's journal has completed that step."""
+
+    call_id: str
+    cls: str
+    request: str
+    now: float
+    run_id: str | None = None
+    step_key: str | None = None
+
+
+@dataclass(frozen=True)
+class AppliedCall:
+    """The one transaction of an applied entity call: save the instance's state if its
+    version is still `version` (None: it must not exist yet), record the result under the
+    call id, queue its sends."""
+
+    call_id: str
+    cls: str
+    id: str
+    chain: str | None
+    digest: str | None
+    result: str
+    state: str
+    version: int | None
+    now: float
+    sends: Sequence[EntitySend] = ()
+
+
+CommitOutcome = CallRecord | Literal["applied", "conflict"]
+"""`commit_call`'s answer: applied; the version moved ("conflict": nothing written, run the
+call again); or the call id was recorded meanwhile (its record: nothing written)."""
+
+
+@dataclass(frozen=True)
+class PendingSend:
+    call_id: str
+    cls: str
+    request: str
+    run_id: str | None
+    step_key: str | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class SendRecord:
+    """A queued entity send and its fate (outcome None: not delivered yet)."""
+
+    call_id: str
+    cls: str
+    run_id: str | None
+    step_key: str | None
+    attempts: int
+    delivered_at: float | None
+    outcome: str | None
+    error: str | None
+
+
+# ----------------------------------------------------------------------------- store
+@runtime_checkable
+class Store(Protocol):
+    """All persistence of one engine. Open it, write and read through it, close it.
+
+    An instance belongs to one owner (the engine's lease owner id): claims take leases for
+    it, and owner writes are checked against it and their `Lease`. Every method raises
+    `StoreError` when the store is not open, and every write raises `StoreError` on a store
+    opened read-only.
+    """
+
+    path: str
+    """Where the data lives (a file path, a URL), for messages."""
+    owner: str
+    read_only: bool
+    health: WriteHealth
+    """Whether writes work now (`writable`), and the log of outages."""
+    batches: int
+    """Transactions committed so far (group commit: fewer than writes)."""
+    committed: int
+    """Checkpoints committed so far."""
+
+    # ------------------------------------------------------------------ lifecycle
+    async def open(self) -> None:
+        """Connect and migrate to the current schema (refusing a foreign database or a
+        newer schema with one clear `StoreError`, nothing changed). Read-only: no
+        migration, and a schema other than the current one is refused."""
+        ...
+
+    async def close(self) -> None:
+        """Finish queued writes, then close. Safe to call twice."""
+        ...
+
+    async def abandon(self, error: BaseException) -> None:
+        """Stop at once, committing nothing more (a simulated crash); pending and later
+        writes raise `error`. Safe to call again."""
+        ...
+
+    # ----------------------------------------------------------------------- meta
+    async def db_id(self) -> str:
+        """The database's random identity (made with its schema; starts every entity call
+        id this database sends)."""
+        ...
+
+    async def get_meta(self, key: str) -> str | None: ...
+
+    # ----------------------------------------------------------------------- runs
+    async def create_run(self, new: RunToCreate) -> StartOutcome:
+        """Write a new run (and its graph, signature) in one transaction, leased to this
+        owner at epoch 1; when a run with this id exists, write no run and report it."""
+        ...
+
+    async def load_run(self, run_id: str) -> StoredRun | None: ...
+
+    async def run_status(self, run_id: str) -> str | None: ...
+
+    async def graph_body(self, graph_hash: str) -> str | None:
+        """The stored graph (canonical JSON) a run pinned."""
+        ...
+
+    async def checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Persist a transition atomically; returns once committed. Raises `LeaseLost`
+        (nothing written: no state, journal, outbox or approval row) unless this owner still
+        holds `checkpoint.lease`. With `release` the lease is given up in the same write."""
+        ...
+
+    async def fail_run(self, lease: Lease, error: str, now: float) -> bool:
+        """End a run this owner holds as failed (it cannot be loaded by this code) and
+        release it; False (nothing written) if the lease is no longer this owner's."""
+        ...
+
+    async def request_cancel(self, run_id: str, error: str, now: float) -> bool:
+        """Mark the run to be cancelled (its owner stops at its next boundary); if no one
+        holds its lease, cancel it now in the same transaction (status cancelled, `error`).
+        Returns whether it was cancelled now."""
+        ...
+
+    # --------------------------------------------------------------------- leases
+    async def claim_runs(self, request: ClaimRequest) -> list[Lease]:
+        """Take the lease of every run `request` selects, atomically (two owners never
+        claim the same run); a claimed waiting run becomes running and keeps its wake time,
+        so a crash right after the claim still knows its timer fired. Each claim increments
+        the run's epoch."""
+        ...
+
+    async def renew_leases(self, ttl: float) -> list[str]:
+        """Extend this owner's leases to now + ttl; returns its runs that someone asked to
+        cancel. Does not change epochs."""
+        ...
+
+    async def release_leases(self) -> None:
+        """Hand every lease of this owner back (a clean shutdown), so another process may
+        take over at once."""
+        ...
+
+    async def held_runs(self) -> list[str]:
+        """Running runs whose lease this owner holds."""
+        ...
+
+    # --------------------------------------------------------------------- timers
+    async def any_due(self, now: float) -> bool:
+        """Whether a waiting run's wake time has come (a read: an idle engine polls with
+        it without opening write transactions)."""
+        ...
+
+    async def next_wake(self) -> float | None:
+        """The earliest wake time of a waiting run."""
+        ...
+
+    # -------------------------------------------------------------------- journal
+    async def journal(self, run_id: str) -> list[StoredStep]:
+        """A run's steps in the order they completed (failed and started ones last)."""
+        ...
+
+    async def step_status(self, run_id: str, key: str) -> str | None: ...
+
+    # ---------------------------------------------------------------------- waits
+    async def subscribe(
+        self, lease: Lease, key: str, event: str, match: str | None, fits: EventFilter
+    ) -> StoredEvent | None:
+        """Register the run's wait for `event` at `key` and, in the same transaction, hand
+        it an event that came first: the one this wait already took (a replay), else the
+        oldest fitting event sent since the run was created that this run has not taken.
+        Returns that event or None. `LeaseLost` (nothing written) if the lease changed."""
+        ...
+
+    async def wait(self, run_id: str, key: str) -> StoredWait | None: ...
+
+    async def open_wait(self, run_id: str) -> StoredWait | None:
+        """The run's wait that has no event yet, if any."""
+        ...
+
+    async def time_out_wait(self, lease: Lease, key: str) -> None:
+        """Close the run's open wait at `key` as timed out (event_id -1), unless an event
+        took it first. `LeaseLost` if the lease changed."""
+        ...
+
+    async def wake(self, run_id: str, waker: Waker) -> Lease | None:
+        """Make a waiting run runnable (see `Waker`); the lease if this owner claimed it,
+        None if the run is not waiting or another engine must claim it."""
+        ...
+
+    async def fitting_events(self, run_id: str, event: str, since: float) -> list[StoredEvent]:
+        """Events named `event` sent at or after `since` that this run's waits have not
+        taken, oldest first (what its inbox still holds for a wait)."""
+        ...
+
+    # --------------------------------------------------------------------- events
+    async def publish(self, name: str, data: str, now: float) -> int:
+        """Append an event from outside any run; returns its id (ids only grow)."""
+        ...
+
+    async def event(self, event_id: int) -> StoredEvent | None: ...
+
+    async def newest_event_id(self) -> int:
+        """The highest event id (0 when none)."""
+        ...
+
+    async def events_after(self, last_id: int, limit: int) -> list[StoredEvent]: ...
+
+    async def sent_events(self, run_id: str | None = None) -> list[StoredEvent]:
+        """Every event (or one run's), in the order written."""
+        ...
+
+    async def deliver_to_waits(self, fits: EventFilter, waker: Waker) -> list[Lease]:
+        """Hand each event newer than the delivery cursor to the open waits it fits (a run
+        takes one event once; an event sent before a wait's `since` is not its), wake those
+        runs (`Waker`) and advance the cursor, all in one transaction. Returns the leases
+        this owner took."""
+        ...
+
+    async def cursor(self, name: str) -> int:
+        """A handler's delivery cursor (the last event id it saw; 0 when new)."""
+        ...
+
+    async def advance_cursor(self, name: str, last_id: int) -> None:
+        """Move a cursor forward to `last_id` (never back)."""
+        ...
+
+    # ------------------------------------------------------------------ approvals
+    async def approval(self, approval_id: str) -> StoredApproval | None: ...
+
+    async def pending_approvals(self, run_id: str) -> list[StoredApproval]:
+        """The run's pending approvals, oldest first."""
+        ...
+
+    async def list_approvals(
+        self, *, status: str | None, approver: str | None, now: float, limit: int
+    ) -> list[StoredApproval]:
+        """Approvals oldest first by status as seen at `now`: "pending" excludes those past
+        their deadline (and with `approver`, only those waiting on them), "expired" includes
+        pending ones past it; limit < 0: all."""
+        ...
+
+    async def expire_approval(self, approval_id: str, body: str, now: float) -> None:
+        """Mark a pending approval expired (no effect once it is decided)."""
+        ...
+
+    async def withdraw_approvals(
+        self, run_id: str, rewrite: Callable[[str], str], now: float
+    ) -> None:
+        """Withdraw the run's pending approvals (its body rewritten by `rewrite`)."""
+        ...
+
+    async def decide_approval(
+        self,
+        approval_id: str,
+        decide: Callable[[str | None], tuple[ApprovalChange, T]],
+        waker: Waker,
+    ) -> tuple[T, Lease | None]:
+        """Read the approval's body (None if absent) under the write lock, apply `decide`
+        and write its change, waking the run when it says so, in one transaction. When
+        `decide` raises, nothing is written and its error propagates."""
+        ...
+
+    # ------------------------------------------------------------------ schedules
+    async def schedule(self, name: str) -> StoredSchedule | None: ...
+
+    async def set_schedule(self, name: str, spec: str, next_fire: float) -> None:
+        """Create a schedule cursor or reset it for a new spec."""
+        ...
+
+    async def schedule_fired(self, name: str, fire: float, next_fire: float) -> None: ...
+
+    # ------------------------------------------------------------------- entities
+    async def entity_state(self, cls: str, entity_id: str) -> str | None: ...
+
+    async def recorded_calls(self, call_ids: Sequence[str]) -> list[CallRecord]:
+        """The applied calls among `call_ids`."""
+        ...
+
+    async def load_call(
+        self, call_id: str, cls: str, entity_id: str
+    ) -> tuple[CallRecord | None, StoredEntity | None]:
+        """One read: the call's record if it was applied, and the instance's state."""
+        ...
+
+    async def commit_call(self, call: AppliedCall) -> CommitOutcome:
+        """Apply an entity call atomically (see `AppliedCall`, `CommitOutcome`)."""
+        ...
+
+    async def enqueue_send(self, send: EntitySend) -> None:
+        """Queue a fire-and-forget call (kept once per call id)."""
+        ...
+
+    async def due_sends(self, now: float, limit: int) -> list[PendingSend]:
+        """Undelivered sends due at `now`, oldest first."""
+        ...
+
+    async def retry_send(
+        self, call_id: str, attempts: int, next_try: float, error: str
+    ) -> None: ...
+
+    async def settle_send(self, call_id: str, outcome: str, error: str | None, now: float) -> None:
+        """Record a send's fate: "ok", "error" or "dropped"."""
+        ...
+
+    async def entity_sends(self) -> list[SendRecord]: ...
+
+    async def prune_calls(self, before: float) -> int:
+        """Forget call records older than `before`; returns how many."""
+        ...
+
+    # -------------------------------------------------------------------- listing
+    async def list_runs(
+        self, *, status: str | None, workflow: str | None, limit: int
+    ) -> list[StoredRun]:
+        """Runs, newest first."""
+        ...
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """The settings an engine gives its store, whatever the backend."""
+
+    owner: str
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    busy_timeout: float = 5.0
+    read_only: bool = False
+    commit_hook: Callable[[str, Sequence[str]], None] | None = field(default=None)
+    """Called as hook("before_commit" | "after_commit", run_ids) around each group commit
+    (fault injection in tests)."""
+
+
+StoreFactory = Callable[[str, StoreOptions], Store]
+"""Makes an unopened store for a location (a SQLite path; a backend's URL) with these
+options: how `Engine.open` gets its store (`dotdo.engine.store.make_store` picks the
+backend by the location's form)."""
