@@ -35,6 +35,7 @@ from dotdo.cli.common import (
     parse_json,
     selected_db,
 )
+from dotdo.cli.db import db
 from dotdo.cli.flow import check, fmt, render_command, resolve_flow
 from dotdo.cli.output import (
     console,
@@ -326,7 +327,7 @@ def worker(apps: tuple[str, ...]) -> None:
     execute(_worker(selected_db(), list(apps)))
 
 
-for _command in (approvals, approve, reject, send, check, fmt, render_command, serve):
+for _command in (approvals, approve, reject, send, check, fmt, render_command, serve, db):
     cli.add_command(_command)
 
 
