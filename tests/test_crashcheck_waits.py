@@ -198,17 +198,25 @@ class _ScriptedStore:
     def __init__(self) -> None:
         self.reads: list[str] = []
 
-    async def fetch_one(self, sql: str, params: Any = ()) -> Any:
-        self.reads.append(sql)
-        if "FROM approvals" in sql:
-            return None
-        if "SELECT step_key" in sql:
-            return {"step_key": "wait", "event": "paid", "match": '{"order": "o1"}', "since": 0}
-        return None  # the re-read: the wait has its event now
-
-    async def fetch(self, sql: str, params: Any = ()) -> list[Any]:
-        self.reads.append(sql)
+    async def pending_approvals(self, run_id: str) -> list[Any]:
+        self.reads.append("pending_approvals")
         return []
+
+    async def open_wait(self, run_id: str) -> Any:
+        from dotdo.engine.store.interface import StoredWait
+
+        self.reads.append("open_wait")
+        return StoredWait(run_id, "wait", "paid", '{"order": "o1"}', 0.0, None)
+
+    async def fitting_events(self, run_id: str, event: str, since: float) -> list[Any]:
+        self.reads.append("fitting_events")
+        return []
+
+    async def wait(self, run_id: str, key: str) -> Any:
+        from dotdo.engine.store.interface import StoredWait
+
+        self.reads.append("wait")  # the re-read: the wait has its event now
+        return StoredWait(run_id, key, "paid", '{"order": "o1"}', 0.0, 7)
 
 
 async def test_an_event_delivered_between_the_checkers_reads_is_not_answered_again() -> None:

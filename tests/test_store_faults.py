@@ -40,8 +40,9 @@ from dotdo import (
     workflow,
 )
 from dotdo.engine.faults import is_store_fault, retry_delay
-from dotdo.engine.store import sqlite as store_module
 from dotdo.engine.store.sqlite import Checkpoint
+from dotdo.engine.store.sqlite import connection as store_module
+from dotdo.engine.store.sqlite import events as sqlite_events
 from dotdo.testing import SimulatedCrash
 
 
@@ -415,27 +416,31 @@ async def test_a_run_woken_while_hibernating_is_resumed_though_the_wake_up_faile
     hibernated (`_poke`). If that write fails, the run must not stay asleep."""
     DB.append(tmp_path / "db.sqlite")
     engine = Engine(DB[0])
-    subscribe = engine._subscribe
+    subscribe = sqlite_events.subscribe
 
-    async def subscribe_then_match(conn: Any, run: Any, key: str, name: str, match: Any) -> Any:
-        found = await subscribe(conn, run, key, name, match)
-        cursor = await conn.execute(
-            "INSERT INTO outbox(event, data, created_at) VALUES ('Paid', '{\"n\": 1}', ?)",
-            (time.time() + 1,),
-        )
-        await conn.execute(
-            "UPDATE waits SET event_id = ? WHERE run_id = ?", (cursor.lastrowid, run.run_id)
-        )
+    async def subscribe_then_match(db: Any, lease: Any, key: str, *rest: Any) -> Any:
+        found = await subscribe(db, lease, key, *rest)
+
+        async def match(conn: Any) -> None:
+            cursor = await conn.execute(
+                "INSERT INTO outbox(event, data, created_at) VALUES ('Paid', '{\"n\": 1}', ?)",
+                (time.time() + 1,),
+            )
+            await conn.execute(
+                "UPDATE waits SET event_id = ? WHERE run_id = ?", (cursor.lastrowid, lease.run_id)
+            )
+
+        await db.write(match)  # before the checkpoint that hibernates the run
         return found
 
-    monkeypatch.setattr(engine, "_subscribe", subscribe_then_match)
+    monkeypatch.setattr(sqlite_events, "subscribe", subscribe_then_match)
 
     class Payee(DO):
         @workflow
         async def wait(self) -> Any:
             return (await self.wait_for_event("Paid")).data
 
-    faults.only, faults.count = with_job("_poke"), 2
+    faults.only, faults.count = with_job("SqliteStore.wake"), 2  # _poke's wake-up
     async with engine:
         handle = await engine.start(Payee.wait, run_id="p")
         assert await handle.result(timeout=10) == {"n": 1}
@@ -480,7 +485,7 @@ async def test_approvals_of_a_cancelled_run_are_withdrawn_though_a_write_failed(
             await asyncio.sleep(0.01)
         else:
             pytest.fail("the run never asked for its approval")
-        faults.only, faults.count = with_job("_withdraw_approvals"), 2
+        faults.only, faults.count = with_job("withdraw_approvals"), 2
         info = await engine.cancel("r1")
         assert info.status == "cancelled"
         (request,) = await engine.approvals(status=None)
@@ -564,7 +569,7 @@ async def test_close_releases_the_leases_after_a_brief_fault(
     async with Engine(db, shutdown_grace=0.2) as engine:
         await engine.start(Stuck.go, run_id="k")
         await asyncio.sleep(0.05)
-        faults.only, faults.count = with_job("release_all"), 3
+        faults.only, faults.count = with_job("release_leases"), 3
     gate.set()
     assert faults.failed == 3
     conn = sqlite3.connect(db)
@@ -675,7 +680,7 @@ async def test_a_fault_while_resuming_a_run_is_retried_not_a_failure(
             return await self.wait_for_event("Never", timeout=0.2)
 
     async with Engine(tmp_path / "db.sqlite", poll_seconds=0.02) as engine:
-        faults.only, faults.count = with_job("_resolution"), 2
+        faults.only, faults.count = with_job("time_out_wait"), 2
         handle = await engine.start(Waiter.wait, run_id="w")
         assert await handle.result(timeout=5) is None
     assert faults.failed == 2
@@ -693,7 +698,7 @@ async def test_a_run_that_cannot_be_loaded_is_failed_though_the_first_try_to_say
                 break
             await asyncio.sleep(0.01)
         await engine.store.execute("UPDATE runs SET state = '{\"broken\": ' WHERE run_id = 'u'")
-        faults.only, faults.count = with_job("Store.execute"), 2
+        faults.only, faults.count = with_job("fail_run"), 2
         await engine.approve("u/sign", by="boss")
         with pytest.raises(RunFailed) as failed:
             await engine.handle("u").result(timeout=5)
@@ -710,9 +715,9 @@ async def test_two_resumes_of_one_run_load_and_drive_it_once(
     idle: list[tuple[Any, Any]] = []
     loads: list[str] = []
 
-    def counted(run_id: str) -> Any:
-        loads.append(run_id)
-        return load(run_id)
+    def counted(row: Any) -> Any:
+        loads.append(row.run_id)
+        return load(row)
 
     monkeypatch.setattr(engine, "_load_and_drive", counted)
     monkeypatch.setattr(engine, "_spawn", lambda run, event, **_: idle.append((run, event)))
@@ -892,7 +897,7 @@ async def test_the_timer_loop_backs_off_while_the_store_fails(
     async with Engine(tmp_path / "db.sqlite", poll_seconds=0.01) as engine:
         handle = await engine.start(Napper.nap, run_id="n")
         await engine.idle("n", timeout=5)
-        faults.only = with_job("_claim_due")  # the timer falls due while claims fail
+        faults.only = with_job("claim_runs")  # the timer falls due while claims fail
         faults.fail_for(2.0)
         await asyncio.sleep(2.0)
         assert await handle.result(timeout=5) == 1
@@ -978,7 +983,7 @@ async def test_an_entity_call_the_store_cannot_save_is_unavailable_and_safe_to_r
     APPLIED.clear()
     async with Engine(tmp_path / "db.sqlite").register(*ALL) as engine:
         entities = entities_of(engine)
-        faults.only, faults.count = with_job("_Commit.run"), 1
+        faults.only, faults.count = with_job("commit_call"), 1
         with pytest.raises(EntityUnavailable, match="disk is full"):
             await entities.call(entities.Counter("e").increment(by=5), call_id="c1")
         assert await entities.call(entities.Counter("e").increment(by=5), call_id="c1") == 5
@@ -997,7 +1002,7 @@ async def test_a_send_whose_callee_cannot_save_it_is_delivered_later_once(
     async with Engine(tmp_path / "db.sqlite").register(*ALL) as engine:
         entities = entities_of(engine)
         entities.max_backoff = 0.05
-        faults.only, faults.count = with_job("_Commit.run"), 3
+        faults.only, faults.count = with_job("commit_call"), 3
         handle = await engine.start(Flows.announce, "u", "hello", run_id="s")
         assert await handle.result(timeout=5) == "sent"
         # The callee's state commits before the dispatcher records the delivery

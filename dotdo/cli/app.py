@@ -57,7 +57,7 @@ from dotdo.dsl.python.do import DO
 from dotdo.engine import serde
 from dotdo.engine.engine import Engine
 from dotdo.engine.records import RunInfo
-from dotdo.engine.store.sqlite import ACTIVE, FINISHED
+from dotdo.engine.store.interface import ACTIVE, FINISHED
 from dotdo.errors import RunFailed
 
 __all__ = ["cli", "main"]
@@ -160,12 +160,8 @@ async def _run(db: Path, target: str, text: str | None, run_id: str | None, apps
 
 
 async def _waiting_on(engine: Engine, info: RunInfo) -> str:
-    rows = await engine.store.fetch(
-        "SELECT id FROM approvals WHERE run_id = ? AND status = 'pending' ORDER BY created_at",
-        (info.run_id,),
-    )
-    for row in rows:
-        approval = await engine.get_approval(row["id"])
+    for row in await engine.store.pending_approvals(info.run_id):
+        approval = await engine.get_approval(row.id)
         if approval.status == "expired":  # its deadline passed; the timer resumes the run
             return f"for {describe_approval(approval)} (expired: a worker resumes the run)"
         return f"for {describe_approval(approval)}"

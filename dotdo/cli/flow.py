@@ -102,10 +102,7 @@ async def _overlay(db: Path, run_id: str) -> tuple[Graph, Overlay]:
     async with opened(db, read_only=True) as engine:
         info = await engine.get_run(run_id)
         journal = await engine.journal(run_id)
-        row = await engine.store.fetch_one(
-            "SELECT body FROM graphs WHERE hash = ?", (info.graph_hash,)
-        )
-    body = row["body"] if row is not None else None
+        body = await engine.store.graph_body(info.graph_hash)
     graph = stored_graph(body, info.graph_hash, name=info.workflow, run_id=run_id)
     base = {re.sub(r"(\[\d+\])+$", "", r.key) for r in journal if r.status == "completed"}
     failed_keys = {re.sub(r"(\[\d+\])+$", "", r.key) for r in journal if r.status == "failed"}

@@ -19,14 +19,13 @@ import dataclasses
 import json
 import logging
 import os
-import sqlite3
 import sys
 import traceback
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from enum import Enum
 from pathlib import PurePath
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
 import click
@@ -41,6 +40,7 @@ from dotdo.engine import serde
 from dotdo.engine.engine import Engine
 from dotdo.engine.models import Approval
 from dotdo.engine.records import RunInfo, StepRecord
+from dotdo.engine.store.interface import StoredRun, StoredStep
 from dotdo.errors import RunNotFound, SerializationError
 
 __all__ = [
@@ -92,17 +92,24 @@ def describe_error(error: BaseException | None) -> str:
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
-def _as_stored(row: sqlite3.Row) -> sqlite3.Row:
-    """The row with every value that cannot be rebuilt here replaced by its stored JSON."""
-    fixed = dict(row)
-    for column in ("result", "value", "error"):
-        text = fixed.get(column)
-        if text is not None:
-            try:
-                serde.loads(text)
-            except SerializationError:
-                fixed[column] = serde.dumps(json.loads(text))
-    return cast(sqlite3.Row, fixed)
+def _plain(text: str | None) -> str | None:
+    """A stored value, or its plain JSON if it cannot be rebuilt here."""
+    if text is None:
+        return None
+    try:
+        serde.loads(text)
+    except SerializationError:
+        return serde.dumps(json.loads(text))
+    return text
+
+
+def _run_as_stored(row: StoredRun) -> StoredRun:
+    """The run with every value that cannot be rebuilt here replaced by its stored JSON."""
+    return dataclasses.replace(row, result=_plain(row.result), error=_plain(row.error))
+
+
+def _step_as_stored(row: StoredStep) -> StoredStep:
+    return dataclasses.replace(row, value=_plain(row.value), error=_plain(row.error))
 
 
 async def read_run(engine: Engine, run_id: str) -> tuple[RunInfo, list[StepRecord]]:
@@ -110,13 +117,13 @@ async def read_run(engine: Engine, run_id: str) -> tuple[RunInfo, list[StepRecor
         return await engine.get_run(run_id), await engine.journal(run_id)
     except SerializationError:
         pass
-    row = await engine.store.fetch_one("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+    row = await engine.store.load_run(run_id)
     if row is None:
         raise RunNotFound(f"no run with id {run_id!r}")
-    steps = await engine.store.fetch(
-        "SELECT * FROM steps WHERE run_id = ? ORDER BY seq IS NULL, seq, started_at", (run_id,)
-    )
-    return RunInfo.from_row(_as_stored(row)), [StepRecord.from_row(_as_stored(r)) for r in steps]
+    steps = await engine.store.journal(run_id)
+    return RunInfo.from_stored(_run_as_stored(row)), [
+        StepRecord.from_stored(_step_as_stored(r)) for r in steps
+    ]
 
 
 async def read_runs(
@@ -126,13 +133,8 @@ async def read_runs(
         return await engine.runs(status=status, workflow=workflow, limit=limit)
     except SerializationError:
         pass
-    clauses = [(c, v) for c, v in (("status", status), ("workflow", workflow)) if v]
-    where = " AND ".join(f"{column} = ?" for column, _ in clauses) or "1"
-    rows = await engine.store.fetch(
-        f"SELECT * FROM runs WHERE {where} ORDER BY created_at DESC, run_id LIMIT ?",
-        (*(v for _, v in clauses), limit),
-    )
-    return [RunInfo.from_row(_as_stored(r)) for r in rows]
+    rows = await engine.store.list_runs(status=status, workflow=workflow, limit=limit)
+    return [RunInfo.from_stored(_run_as_stored(r)) for r in rows]
 
 
 def explain_invalid(name: str, exc: ValidationError) -> str:

@@ -20,7 +20,7 @@ from dotdo.engine.interpreter import Suspend
 from dotdo.engine.models import Approval, request_fields
 from dotdo.engine.records import readable
 
-__all__ = ["as_seen", "is_expired", "listing_filter", "new_approval", "parse_approval"]
+__all__ = ["as_seen", "is_expired", "new_approval", "parse_approval"]
 
 
 def _time(value: float | None) -> datetime | None:
@@ -67,24 +67,3 @@ def as_seen(approval: Approval, now: float) -> Approval:
     if is_expired(approval, now):
         return approval.model_copy(update={"status": "expired"})
     return approval
-
-
-def listing_filter(
-    status: str | None, approver: str | None, now: float
-) -> tuple[list[str], list[Any]]:
-    """SQL clauses and parameters selecting approvals by their status as seen at `now`."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    if status == "pending":
-        clauses.append("status = 'pending' AND (deadline IS NULL OR deadline > ?)")
-        params.append(now)
-        if approver:
-            clauses.append("approver = ?")
-            params.append(approver)
-    elif status == "expired":
-        clauses.append("(status = 'expired' OR (status = 'pending' AND deadline <= ?))")
-        params.append(now)
-    elif status:
-        clauses.append("status = ?")
-        params.append(status)
-    return clauses, params

@@ -39,7 +39,7 @@ from dotdo.engine.interpreter import (
     advance,
 )
 from dotdo.engine.state import dump_error, encode_state
-from dotdo.engine.store.sqlite import Checkpoint, JournalRow, Store
+from dotdo.engine.store.interface import Checkpoint, JournalRow, Lease, NewApproval, Store
 from dotdo.engine.workflow import Workflow
 from dotdo.errors import DotdoError, LeaseLost, SerializationError, StepInterrupted, StepTimeout
 
@@ -66,8 +66,11 @@ class _Run:
         state: RunState,
         instance: Any,
         steps_done: int,
+        lease: Lease,
     ) -> None:
         self.run_id = run_id
+        self.lease = lease
+        """The lease this engine advances the run under: every write carries it."""
         self.workflow = workflow
         self.program = program
         self.state = state
@@ -295,10 +298,7 @@ class RunDriver(StoreFaults):
         )
 
     async def _was_started(self, run_id: str, key: str) -> bool:
-        row = await self.store.fetch_one(
-            "SELECT status FROM steps WHERE run_id = ? AND step_key = ?", (run_id, key)
-        )
-        return row is not None and row["status"] == "started"
+        return await self.store.step_status(run_id, key) == "started"
 
     async def _execute(self, run_id: str, call: Call) -> StepOk | StepErr:
         token = enter_step(StepContext(run_id, call.key, call.attempt, engine=self))
@@ -335,11 +335,11 @@ class RunDriver(StoreFaults):
         sends: list[tuple[str, Any]],
         *,
         status: str | None = None,
-        extra: list[tuple[str, tuple[Any, ...]]] | None = None,
+        approval: NewApproval | None = None,
     ) -> bool:
         """Persist a transition; True when the run has stopped advancing (waits or ended)."""
         command = t.command
-        kwargs: dict[str, Any] = {"extra": extra or []}
+        kwargs: dict[str, Any] = {"approval": approval}
         if status is not None:
             pass
         elif isinstance(command, Wait | Suspend):
@@ -399,7 +399,7 @@ class RunDriver(StoreFaults):
         error: str | None = None,
         release: bool = False,
         keep_state: bool = False,
-        extra: list[tuple[str, tuple[Any, ...]]] | None = None,
+        approval: NewApproval | None = None,
     ) -> Checkpoint:
         state_json = (
             self._last_state(run)
@@ -407,7 +407,7 @@ class RunDriver(StoreFaults):
             else encode_state(run.state, run.program.graph, run.program.live.get(run.state.node))
         )
         return Checkpoint(
-            run_id=run.run_id,
+            lease=run.lease,
             status=status,
             node=run.state.node,
             state=state_json,
@@ -419,7 +419,7 @@ class RunDriver(StoreFaults):
             journal=journal or [],
             sends=sends or [],
             release=release,
-            extra=extra or [],
+            approval=approval,
         )
 
     @staticmethod

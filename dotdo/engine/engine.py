@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-import sqlite3
 import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
-
-import aiosqlite
 
 from dotdo.compiler.codegen import Frame, Program
 from dotdo.compiler.loop_budget import DEFAULT_LOOP_BUDGET
@@ -32,12 +28,13 @@ from dotdo.engine.faults import Outage, is_store_fault
 from dotdo.engine.handle import RunHandle
 from dotdo.engine.ids import check_id
 from dotdo.engine.interpreter import Event, Resume, RunState, TimerFired
-from dotdo.engine.leases import claim, lease_is_free, new_owner, release_owner, renew
+from dotdo.engine.leases import new_owner, release_owner
 from dotdo.engine.records import RunInfo, StepRecord
-from dotdo.engine.starts import NewRun, create_run
+from dotdo.engine.starts import NewRun, check_same, rows_of
 from dotdo.engine.state import bind_inputs, decode_state, encode_state
-from dotdo.engine.store.files import is_read_only_error
-from dotdo.engine.store.sqlite import Store
+from dotdo.engine.store.errors import is_read_only_refusal
+from dotdo.engine.store.factory import make_store
+from dotdo.engine.store.interface import ClaimRequest, Lease, Store, StoredRun, StoreOptions
 from dotdo.engine.trust import (
     check_mac,
     check_state,
@@ -182,13 +179,15 @@ class Engine(Hibernation):
         await self.close()
 
     async def open(self) -> None:
-        self._store = Store(
+        self._store = make_store(
             self.path,
-            owner=self.owner,
-            synchronous=self.synchronous,
-            commit_hook=self._commit_hook if self.faults else None,
-            busy_timeout=self.busy_timeout,
-            read_only=self.read_only,
+            StoreOptions(
+                owner=self.owner,
+                synchronous=self.synchronous,
+                commit_hook=self._commit_hook if self.faults else None,
+                busy_timeout=self.busy_timeout,
+                read_only=self.read_only,
+            ),
         )
         try:
             await self._store.open()
@@ -208,7 +207,7 @@ class Engine(Hibernation):
             store, self._store = self._store, None
             await store.abandon(exc)
             release_owner(self.owner)
-            if isinstance(exc, sqlite3.OperationalError) and is_read_only_error(exc):
+            if is_read_only_refusal(exc):
                 raise StoreError(f"{self.path} is read-only: {exc}") from None
             raise
         self._background = [
@@ -306,23 +305,21 @@ class Engine(Hibernation):
             node=graph.start,
             state=encode_state(state, graph),
             input=serde.dumps(inputs),
-            owner=self.owner,
             lease_until=time.time() + self.lease_seconds,
             now=self.clock.now(),
             secret=self._secret,
             sign=self._secret is not None and graph.hash not in self._signed,
         )
-        # On the writer thread inside the group transaction: no extra thread hops, so many
-        # concurrent starts cost one transaction. A failing store is waited out.
-        created = await self._persist(
-            lambda: self.store.write_on_thread(functools.partial(create_run, new=new))
-        )
+        # Concurrent starts share one group transaction. A failing store is waited out.
+        rows = rows_of(new)
+        outcome = await self._persist(lambda: self.store.create_run(rows))
         if new.sign:
             self._signed.add(graph.hash)
+        check_same(new, outcome)
         entity_id = new.entity_id
-        if created:
+        if outcome.lease is not None:
             instance = self._instance(wf, entity_id, run_id)
-            run = _Run(run_id, wf, wf.program(), state, instance, 0)
+            run = _Run(run_id, wf, wf.program(), state, instance, 0, outcome.lease)
             self._spawn(run, Resume())
         return RunHandle(self, run_id, wf)
 
@@ -339,29 +336,29 @@ class Engine(Hibernation):
     # --------------------------------------------------------------- recovery
     async def recover(self) -> list[str]:
         """Claim and resume every unfinished, runnable run whose owner is gone."""
-        claimed = await self.store.write(self._claim_orphans)
+        claimed = [lease.run_id for lease in await self._claim_orphans()]
         for run_id in claimed:
             await self._resume(run_id)
         return claimed
 
-    async def _claim_orphans(self, conn: aiosqlite.Connection) -> list[str]:
-        return await claim(
-            conn,
-            owner=self.owner,
-            ttl=self.lease_seconds,
-            workflows=list(self._workflows),
-            status="running",
-            skip=self._active,
+    async def _claim_orphans(self) -> list[Lease]:
+        return await self.store.claim_runs(
+            ClaimRequest(
+                ttl=self.lease_seconds,
+                workflows=tuple(self._workflows),
+                status="running",
+                skip=frozenset(self._active),
+            )
         )
 
-    async def _claim_due(self, conn: aiosqlite.Connection) -> list[str]:
-        return await claim(
-            conn,
-            owner=self.owner,
-            ttl=self.lease_seconds,
-            workflows=list(self._workflows),
-            status="waiting",
-            due_before=self.clock.now(),
+    async def _claim_due(self) -> list[Lease]:
+        return await self.store.claim_runs(
+            ClaimRequest(
+                ttl=self.lease_seconds,
+                workflows=tuple(self._workflows),
+                status="waiting",
+                due_before=self.clock.now(),
+            )
         )
 
     async def _resume(self, run_id: str) -> None:
@@ -373,9 +370,13 @@ class Engine(Hibernation):
         if run_id in self._unloadable or run_id in self._loading:
             return
         self._loading.add(run_id)
+        row: StoredRun | None = None
         try:
             try:
-                await self._load_and_drive(run_id)
+                row = await self.store.load_run(run_id)
+                if row is None or row.status != "running" or row.lease_owner != self.owner:
+                    return
+                await self._load_and_drive(row)
             except (DotdoError, ValueError, TypeError, KeyError, SyntaxError) as exc:
                 if is_store_fault(exc) or isinstance(exc, LeaseLost):
                     raise
@@ -388,12 +389,8 @@ class Engine(Hibernation):
                     if isinstance(exc, GraphIntegrityError)
                     else SerializationError(f"run {run_id!r} cannot be resumed by this code: {exc}")
                 )
-                await self.store.execute(
-                    "UPDATE runs SET status = 'failed', error = ?, lease_owner = NULL, "
-                    "lease_until = NULL, wake_at = NULL, updated_at = ? WHERE run_id = ? "
-                    "AND lease_owner = ?",
-                    (serde.dumps(error), self.clock.now(), run_id, self.owner),
-                )
+                assert row is not None  # the load succeeded: loading its code failed
+                await self.store.fail_run(row.lease, serde.dumps(error), self.clock.now())
                 self._unloadable.add(run_id)
                 self._notify(run_id)
         except LeaseLost:
@@ -405,18 +402,17 @@ class Engine(Hibernation):
         finally:
             self._loading.discard(run_id)
 
-    async def _load_and_drive(self, run_id: str) -> None:
-        row = await self.store.fetch_one("SELECT * FROM runs WHERE run_id = ?", (run_id,))
-        if row is None or row["status"] != "running" or row["lease_owner"] != self.owner:
-            return
-        wf = self.workflow(row["workflow"])
-        program = await self._program_for(wf, row["graph_hash"], run_id)
-        state = decode_state(row["state"], row["node"])
+    async def _load_and_drive(self, row: StoredRun) -> None:
+        """Drive a run this engine holds, under the lease (epoch) it holds it at now."""
+        run_id = row.run_id
+        wf = self.workflow(row.workflow)
+        program = await self._program_for(wf, row.graph_hash, run_id)
+        state = decode_state(row.state, row.node)
         check_state(state, program.graph, run_id)
-        instance = self._instance(wf, row["entity_id"], run_id)
-        run = _Run(run_id, wf, program, state, instance, row["steps_done"])
-        run.cancel = bool(row["cancel_requested"])
-        wake_at = row["wake_at"]
+        instance = self._instance(wf, row.entity_id, run_id)
+        run = _Run(run_id, wf, program, state, instance, row.steps_done, row.lease)
+        run.cancel = row.cancel_requested
+        wake_at = row.wake_at
         resolution = await self._resolution(run, wake_at)
         if resolution == "park":
             await self._park(run, wake_at)
@@ -437,14 +433,11 @@ class Engine(Hibernation):
         once verified against its hash, its workflow and (with a secret) its signature."""
         if wf.graph.hash == graph_hash:
             return wf.program()
-        row = await self.store.fetch_one("SELECT body FROM graphs WHERE hash = ?", (graph_hash,))
-        body = row["body"] if row is not None else None
+        body = await self.store.graph_body(graph_hash)
         graph = stored_graph(body, graph_hash, name=wf.graph.name, run_id=run_id)
         if self._secret is not None:
-            mac = await self.store.fetch_one(
-                "SELECT value FROM meta WHERE key = ?", (mac_key(graph_hash),)
-            )
-            check_mac(self._secret, graph, mac["value"] if mac is not None else None, run_id)
+            mac = await self.store.get_meta(mac_key(graph_hash))
+            check_mac(self._secret, graph, mac, run_id)
         return wf.program(graph)
 
     async def _park(self, run: _Run, wake_at: float | None) -> None:
@@ -465,19 +458,17 @@ class Engine(Hibernation):
             try:
                 if time.monotonic() - last_scan >= self.lease_seconds / 2:
                     last_scan = time.monotonic()
-                    for run_id in await self.store.write(self._claim_orphans):
-                        await self._resume(run_id)
+                    for lease in await self._claim_orphans():
+                        await self._resume(lease.run_id)
                     idle = await self._resume_stranded(idle)  # and runs held here, idle
                 if await self._anything_due():
-                    for run_id in await self.store.write(self._claim_due):
-                        await self._resume(run_id)
+                    for lease in await self._claim_due():
+                        await self._resume(lease.run_id)
                 await self._dispatch()
                 upcoming = await self._fire_schedules()
                 if self.clock.wall():
-                    row = await self.store.fetch_one(
-                        "SELECT MIN(wake_at) AS w FROM runs WHERE status = 'waiting'"
-                    )
-                    soonest = [t for t in (upcoming, row["w"] if row else None) if t is not None]
+                    wake = await self.store.next_wake()
+                    soonest = [t for t in (upcoming, wake) if t is not None]
                     if soonest:
                         delay = min(delay, max(min(soonest) - self.clock.now(), 0.0))
                 outage.over()
@@ -498,11 +489,7 @@ class Engine(Hibernation):
 
     async def _anything_due(self) -> bool:
         """A read first, so an idle engine polls without opening write transactions."""
-        row = await self.store.fetch_one(
-            "SELECT 1 FROM runs WHERE status = 'waiting' AND wake_at <= ? LIMIT 1",
-            (self.clock.now(),),
-        )
-        return row is not None
+        return await self.store.any_due(self.clock.now())
 
     async def _lease_loop(self) -> None:
         """Renew this engine's leases; a failed renewal (a busy database, a full disk) is
@@ -513,9 +500,7 @@ class Engine(Hibernation):
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
             try:
-                cancelled = await self.store.write(
-                    functools.partial(renew, owner=self.owner, ttl=self.lease_seconds)
-                )
+                cancelled = await self.store.renew_leases(self.lease_seconds)
             except Exception as exc:
                 outage.failed(exc)
                 continue
@@ -526,43 +511,25 @@ class Engine(Hibernation):
 
     # ---------------------------------------------------------------- queries
     async def get_run(self, run_id: str) -> RunInfo:
-        row = await self.store.fetch_one("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        row = await self.store.load_run(run_id)
         if row is None:
             raise RunNotFound(f"no run with id {run_id!r}")
-        return RunInfo.from_row(row)
+        return RunInfo.from_stored(row)
 
     async def runs(
         self, *, status: str | None = None, workflow: str | None = None, limit: int = 100
     ) -> list[RunInfo]:
         """Runs, newest first, optionally filtered by status and workflow name."""
-        clauses, params = [], []
-        if status:
-            clauses.append("status = ?")
-            params.append(status)
-        if workflow:
-            clauses.append("workflow = ?")
-            params.append(workflow)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = await self.store.fetch(
-            f"SELECT * FROM runs {where} ORDER BY created_at DESC, run_id LIMIT ?",
-            (*params, limit),
-        )
-        return [RunInfo.from_row(r) for r in rows]
+        rows = await self.store.list_runs(status=status, workflow=workflow, limit=limit)
+        return [RunInfo.from_stored(r) for r in rows]
 
     async def journal(self, run_id: str) -> list[StepRecord]:
         """A run's steps in the order they completed (failed and started ones last)."""
-        rows = await self.store.fetch(
-            "SELECT * FROM steps WHERE run_id = ? ORDER BY seq IS NULL, seq, started_at",
-            (run_id,),
-        )
-        return [StepRecord.from_row(r) for r in rows]
+        return [StepRecord.from_stored(r) for r in await self.store.journal(run_id)]
 
     async def outbox(self, run_id: str | None = None) -> list[tuple[str, Any]]:
         """Events sent by runs (all, or one run's), in the order they were written."""
-        sql, params = "SELECT event, data FROM outbox ORDER BY id", tuple[str, ...]()
-        if run_id is not None:
-            sql, params = "SELECT event, data FROM outbox WHERE run_id = ? ORDER BY id", (run_id,)
-        return [(r["event"], serde.loads(r["data"])) for r in await self.store.fetch(sql, params)]
+        return [(e.name, serde.loads(e.data)) for e in await self.store.sent_events(run_id)]
 
     async def cancel(self, run_id: str) -> RunInfo:
         """Cancel a run: at once if no one is advancing it, else at its next boundary."""
@@ -573,24 +540,7 @@ class Engine(Hibernation):
             self._runs[run_id].cancel = True
         # Stored too: a run driven again from its checkpoint (after a store fault) reads it.
         error = serde.dumps(DotdoError("cancelled"))
-
-        async def mark(conn: aiosqlite.Connection) -> None:
-            await conn.execute("UPDATE runs SET cancel_requested = 1 WHERE run_id = ?", (run_id,))
-            rows = list(
-                await conn.execute_fetchall(
-                    "SELECT lease_owner, lease_until FROM runs WHERE run_id = ?", (run_id,)
-                )
-            )
-            owner, until = rows[0]
-            if lease_is_free(owner, until):
-                await conn.execute(
-                    "UPDATE runs SET status = 'cancelled', error = ?, lease_owner = NULL, "
-                    "lease_until = NULL, wake_at = NULL, updated_at = ? WHERE run_id = ? "
-                    "AND status IN ('running', 'waiting')",
-                    (error, self.clock.now(), run_id),
-                )
-
-        await self.store.write(mark)
+        await self.store.request_cancel(run_id, error, self.clock.now())
         self._notify(run_id)
         info = await self.get_run(run_id)
         if info.status == "cancelled":

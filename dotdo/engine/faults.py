@@ -19,15 +19,13 @@ mechanics live here, not in the driver or the engine, because they cut across bo
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from dotdo.engine.leases import release_all
-from dotdo.engine.store.sqlite import Store
+from dotdo.engine.store.errors import is_backend_fault
+from dotdo.engine.store.interface import Store
 from dotdo.errors import StoreWriteError
 
 __all__ = ["FAULT_FIRST", "FAULT_MAX", "Outage", "StoreFaults", "is_store_fault", "retry_delay"]
@@ -51,12 +49,7 @@ def is_store_fault(error: BaseException) -> bool:
     if isinstance(error, StoreWriteError):
         cause = error.__cause__
         return cause is None or is_store_fault(cause)
-    if isinstance(error, sqlite3.OperationalError):
-        # SQLITE_ERROR (1) is a statement the database refuses (no such table): a bug. An
-        # error raised by hand (a test injecting "disk is full") carries no code.
-        code = getattr(error, "sqlite_errorcode", None)
-        return code is None or code & 0xFF != sqlite3.SQLITE_ERROR
-    return isinstance(error, OSError)
+    return is_backend_fault(error) or isinstance(error, OSError)
 
 
 def retry_delay(attempt: int, *, fault: bool) -> float:
@@ -187,7 +180,7 @@ class StoreFaults:
         attempt = 0
         while True:
             try:
-                await store.write(functools.partial(release_all, owner=self.owner))
+                await store.release_leases()
                 return
             except Exception as exc:
                 if not is_store_fault(exc) or time.monotonic() >= deadline:
@@ -202,11 +195,7 @@ class StoreFaults:
         Returns this sweep's idle runs, for the next. Never raises (the timer loop calls it)."""
         try:
             assert self._store is not None
-            rows = await self._store.fetch(
-                "SELECT run_id FROM runs WHERE lease_owner = ? AND status = 'running'",
-                (self.owner,),
-            )
-            idle = {r[0] for r in rows} - set(self._active) - self._loading
+            idle = set(await self._store.held_runs()) - set(self._active) - self._loading
             for run_id in sorted(idle & idle_before):
                 if not self._stopped() and run_id not in self._active:
                     log.warning("run %s was held here but nothing advanced it: resuming", run_id)

@@ -2,7 +2,8 @@
 
 A lease expires after its time-to-live, but waiting that long after a crash is needless when
 the owner's death can be seen: same host and its process is gone, or same process and the
-engine that held it is closed (a simulated crash in a test).
+engine that held it is closed (a simulated crash in a test). The store applies these rules
+when it claims (`dotdo.engine.store`); the rows are its business, the rules are here.
 """
 
 from __future__ import annotations
@@ -11,19 +12,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Container, Sequence
 
-import aiosqlite
-
-__all__ = [
-    "claim",
-    "is_dead",
-    "lease_is_free",
-    "new_owner",
-    "release_all",
-    "release_owner",
-    "renew",
-]
+__all__ = ["is_dead", "lease_is_free", "new_owner", "release_owner"]
 
 _HOST = socket.gethostname()
 _LIVE: set[str] = set()
@@ -70,63 +60,6 @@ def _claimable(owner: str | None, until: float | None, now: float) -> bool:
     return owner is None or until is None or until < now or is_dead(owner)
 
 
-async def claim(
-    conn: aiosqlite.Connection,
-    *,
-    owner: str,
-    ttl: float,
-    workflows: Sequence[str],
-    status: str,
-    due_before: float | None = None,
-    skip: Container[str] = (),
-) -> list[str]:
-    """Take the lease of every claimable run in `status` (waiting ones: only if due).
-
-    Runs inside the writer's transaction, so two processes never claim the same run. A
-    claimed waiting run becomes running; its wake time stays, so a crash right after the
-    claim still knows its timer had fired.
-    """
-    if not workflows:
-        return []
-    marks = ",".join("?" * len(workflows))
-    sql = (
-        "SELECT run_id, lease_owner, lease_until FROM runs "
-        f"WHERE status = ? AND workflow IN ({marks})"
-    )
-    params: list[object] = [status, *workflows]
-    if due_before is not None:
-        sql += " AND wake_at <= ?"
-        params.append(due_before)
-    now = time.time()
-    rows = await conn.execute_fetchall(sql, params)
-    free = [
-        r[0] for r in rows if r[0] not in skip and r[1] != owner and _claimable(r[1], r[2], now)
-    ]
-    if free:
-        await conn.executemany(
-            "UPDATE runs SET status = 'running', lease_owner = ?, lease_until = ? WHERE run_id = ?",
-            [(owner, now + ttl, run_id) for run_id in free],
-        )
-    return free
-
-
-async def renew(conn: aiosqlite.Connection, *, owner: str, ttl: float) -> list[str]:
-    """Extend this owner's leases; returns its runs that another process asked to cancel."""
-    await conn.execute(
-        "UPDATE runs SET lease_until = ? WHERE lease_owner = ?", (time.time() + ttl, owner)
-    )
-    rows = await conn.execute_fetchall(
-        "SELECT run_id FROM runs WHERE lease_owner = ? AND cancel_requested = 1", (owner,)
-    )
-    return [r[0] for r in rows]
-
-
-async def release_all(conn: aiosqlite.Connection, *, owner: str) -> None:
-    """A clean shutdown hands every lease back, so another process may take over at once."""
-    await conn.execute(
-        "UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?", (owner,)
-    )
-
-
 def lease_is_free(owner: str | None, until: float | None) -> bool:
+    """Whether another owner may take this lease now (none, expired, or its owner died)."""
     return _claimable(owner, until, time.time())

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from dotdo.engine import serde
+from dotdo.engine.store.interface import FINISHED, StoredRun, StoredStep
 from dotdo.errors import SerializationError
 
 __all__ = ["RunInfo", "StepRecord", "readable"]
@@ -79,24 +79,24 @@ class RunInfo(BaseModel):
 
     @property
     def finished(self) -> bool:
-        return self.status in ("completed", "failed", "compensated", "cancelled")
+        return self.status in FINISHED
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> RunInfo:
+    def from_stored(cls, row: StoredRun) -> RunInfo:
         return cls(
-            run_id=row["run_id"],
-            workflow=row["workflow"],
-            entity_id=row["entity_id"],
-            status=row["status"],
-            node=row["node"],
-            graph_hash=row["graph_hash"],
-            steps_done=row["steps_done"],
-            created_at=_time(row["created_at"]),
-            updated_at=_time(row["updated_at"]),
-            wake_at=_time(row["wake_at"]),
-            lease_owner=row["lease_owner"],
-            result=readable(row["result"]),
-            error=_error(row["error"]),
+            run_id=row.run_id,
+            workflow=row.workflow,
+            entity_id=row.entity_id,
+            status=row.status,
+            node=row.node,
+            graph_hash=row.graph_hash,
+            steps_done=row.steps_done,
+            created_at=_time(row.created_at),
+            updated_at=_time(row.updated_at),
+            wake_at=_time(row.wake_at),
+            lease_owner=row.lease_owner,
+            result=readable(row.result),
+            error=_error(row.error),
         )
 
 
@@ -122,14 +122,14 @@ class StepRecord(BaseModel):
     finished_at: datetime | None = None
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> StepRecord:
+    def from_stored(cls, row: StoredStep) -> StepRecord:
         return cls(
-            key=row["step_key"],
-            status=row["status"],
-            attempts=row["attempts"],
-            seq=row["seq"],
-            value=readable(row["value"]),
-            error=_error(row["error"]),
-            started_at=_time(row["started_at"]),
-            finished_at=_time(row["finished_at"]),
+            key=row.key,
+            status=row.status,
+            attempts=row.attempts,
+            seq=row.seq,
+            value=readable(row.value),
+            error=_error(row.error),
+            started_at=_time(row.started_at),
+            finished_at=_time(row.finished_at),
         )

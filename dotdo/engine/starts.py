@@ -9,16 +9,16 @@ the answer to a different request.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 from dotdo.compiler.ir import Graph
 from dotdo.engine.ids import same_json, shown_id
+from dotdo.engine.store.interface import RunToCreate, StartOutcome
 from dotdo.engine.trust import graph_mac, mac_key
 from dotdo.errors import RunConflict
 
-__all__ = ["NewRun", "create_run"]
+__all__ = ["NewRun", "check_same", "rows_of"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,6 @@ class NewRun:
     node: str
     state: str
     input: str
-    owner: str
     lease_until: float
     now: float
     secret: bytes | None
@@ -44,48 +43,32 @@ class NewRun:
     """Write the graph's signature: the first start of this hash in this process."""
 
 
-def create_run(conn: sqlite3.Connection, new: NewRun) -> bool:
-    """Write the rows of `new` on the writer thread; False when the same run already exists.
-
-    Raises RunConflict when the run id exists for another workflow, entity or input.
-    """
-    conn.execute(
-        "INSERT INTO graphs(hash, name, body, created_at, module) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT(hash) DO NOTHING",
-        (new.graph.hash, new.graph.name, new.graph_body, new.now, new.source),
-    )
+def rows_of(new: NewRun) -> RunToCreate:
+    """What the store writes for `new` (its graph signed when the engine signs)."""
+    mac = None
     if new.sign and new.secret is not None:
-        conn.execute(
-            "INSERT INTO meta(key, value) VALUES (?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (mac_key(new.graph.hash), graph_mac(new.secret, new.graph)),
-        )
-    inserted = conn.execute(
-        "INSERT INTO runs(run_id, workflow, graph_hash, entity_id, status, node, state, "
-        "input, lease_owner, lease_until, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT(run_id) DO NOTHING",
-        (
-            new.run_id,
-            new.workflow,
-            new.graph.hash,
-            new.entity_id,
-            new.node,
-            new.state,
-            new.input,
-            new.owner,
-            new.lease_until,
-            new.now,
-            new.now,
-        ),
-    ).rowcount
-    if inserted:
-        return True
-    row = conn.execute(
-        "SELECT workflow, entity_id, input FROM runs WHERE run_id = ?", (new.run_id,)
-    ).fetchone()
-    _check_same(new, *row)
-    return False
+        mac = (mac_key(new.graph.hash), graph_mac(new.secret, new.graph))
+    return RunToCreate(
+        run_id=new.run_id,
+        workflow=new.workflow,
+        entity_id=new.entity_id,
+        graph_hash=new.graph.hash,
+        graph_name=new.graph.name,
+        graph_body=new.graph_body,
+        module=new.source,
+        node=new.node,
+        state=new.state,
+        input=new.input,
+        lease_until=new.lease_until,
+        now=new.now,
+        mac=mac,
+    )
+
+
+def check_same(new: NewRun, outcome: StartOutcome) -> None:
+    """A start that found its run id taken: fine if it is the same run, else RunConflict."""
+    if outcome.existing is not None:
+        _check_same(new, *outcome.existing)
 
 
 def _check_same(new: NewRun, workflow: str, entity_id: str, stored_input: Any) -> None:

@@ -16,24 +16,26 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import aiosqlite
-
 from dotdo.compiler.ir import ApprovalNode, CascadeNode, WaitEventNode
 from dotdo.engine import serde
 from dotdo.engine.approval_rows import (
     as_seen,
     is_expired,
-    listing_filter,
     new_approval,
     parse_approval,
 )
 from dotdo.engine.cascade import HUMAN
 from dotdo.engine.driver import RunDriver, _Run
 from dotdo.engine.interpreter import Event, Resolved, Suspend, Transition, step_key
-from dotdo.engine.leases import lease_is_free
 from dotdo.engine.models import Approval, Decision, EventRecord
 from dotdo.engine.records import readable
-from dotdo.engine.store.sqlite import JournalRow
+from dotdo.engine.store.interface import (
+    ApprovalChange,
+    JournalRow,
+    NewApproval,
+    StoredEvent,
+    Waker,
+)
 from dotdo.engine.triggers import check_event_name, matches
 from dotdo.engine.workflow import Workflow
 from dotdo.errors import ApprovalError, DotdoError
@@ -95,24 +97,15 @@ class Hibernation(RunDriver):
         command = t.command
         assert isinstance(command, Suspend)
         now = self.clock.now()
-        extra: list[tuple[str, tuple[Any, ...]]] = []
+        row: NewApproval | None = None
         if command.kind == "approval":
             approval = new_approval(_approval_id(run.run_id, command.key), run.run_id, command, now)
-            extra.append(
-                (
-                    "INSERT INTO approvals(id, run_id, status, approver, deadline, body, "
-                    "created_at, updated_at) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?) "
-                    "ON CONFLICT(id) DO NOTHING",
-                    (
-                        approval.id,
-                        run.run_id,
-                        approval.approvers[0],
-                        command.until,
-                        serde.dumps(approval),
-                        now,
-                        now,
-                    ),
-                )
+            row = NewApproval(
+                id=approval.id,
+                run_id=run.run_id,
+                approver=approval.approvers[0],
+                deadline=command.until,
+                body=serde.dumps(approval),
             )
         else:
             name = check_event_name(command.request["event"])
@@ -125,65 +118,17 @@ class Hibernation(RunDriver):
                 if await self._commit(run, t, journal, sends, status="running"):
                     return None
                 journal, sends = [], []
-            found = await self.store.write(
-                lambda conn: self._subscribe(conn, run, command.key, name, match)
+            found = await self.store.subscribe(
+                run.lease, command.key, name, json.dumps(match) if match else None, _fits_wait
             )
             if found is not None:
                 if journal or sends:
                     if await self._commit(run, t, journal, sends, status="running"):
                         return None
-                return self._resolved(run, command.key, found)
-        await self._commit(run, t, journal, sends, extra=extra)
+                return self._resolved(run, command.key, _event(found))
+        await self._commit(run, t, journal, sends, approval=row)
         if command.kind == "event":  # hibernated: a retry from the checkpoint would not poke
             await self._persist(lambda: self._poke(run.run_id, command.key))
-        return None
-
-    async def _subscribe(
-        self,
-        conn: aiosqlite.Connection,
-        run: _Run,
-        key: str,
-        name: str,
-        match: dict[str, Any] | None,
-    ) -> EventRecord | None:
-        """Register the wait and look for an event that came first (the run's inbox)."""
-        rows = list(
-            await conn.execute_fetchall(
-                "SELECT created_at FROM runs WHERE run_id = ?", (run.run_id,)
-            )
-        )
-        since = rows[0][0] if rows else 0.0
-        # This wait may have taken an event already and its process died before the run's
-        # next checkpoint (the run was stored at an earlier node, so it replays up to here).
-        # That event is the wait's; the search below would skip it as consumed.
-        taken = list(
-            await conn.execute_fetchall(
-                "SELECT id, event, data, run_id, created_at FROM outbox WHERE id = "
-                "(SELECT event_id FROM waits WHERE run_id = ? AND step_key = ? AND event_id > 0)",
-                (run.run_id, key),
-            )
-        )
-        if taken:
-            return _event(taken[0])
-        await conn.execute(
-            "INSERT INTO waits(run_id, step_key, event, match, since) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT(run_id, step_key) DO NOTHING",
-            (run.run_id, key, name, json.dumps(match) if match else None, since),
-        )
-        candidates = await conn.execute_fetchall(
-            "SELECT id, event, data, run_id, created_at FROM outbox WHERE event = ? "
-            "AND created_at >= ? AND id NOT IN (SELECT event_id FROM waits WHERE run_id = ? "
-            "AND event_id IS NOT NULL) ORDER BY id",
-            (name, since, run.run_id),
-        )
-        for row in candidates:
-            record = _event(row)
-            if _fits(record.data, match):
-                await conn.execute(
-                    "UPDATE waits SET event_id = ? WHERE run_id = ? AND step_key = ?",
-                    (record.id, run.run_id, key),
-                )
-                return record
         return None
 
     def _resolved(self, run: _Run, key: str, value: Any) -> Resolution:
@@ -216,26 +161,15 @@ class Hibernation(RunDriver):
                     return "park"
                 approval = await self._expire(approval)
             return self._resolved(run, key, approval)
-        row = await self.store.fetch_one(
-            "SELECT event_id FROM waits WHERE run_id = ? AND step_key = ?", (run.run_id, key)
-        )
-        if row is None:
+        subscription = await self.store.wait(run.run_id, key)
+        if subscription is None:
             return None
-        if row["event_id"] is not None and row["event_id"] > 0:
-            event = await self.store.fetch_one(
-                "SELECT id, event, data, run_id, created_at FROM outbox WHERE id = ?",
-                (row["event_id"],),
-            )
+        if subscription.event_id is not None and subscription.event_id > 0:
+            event = await self.store.event(subscription.event_id)
             assert event is not None
             return self._resolved(run, key, _event(event))
         if wake_at is not None and now >= wake_at:
-            await self.store.write(
-                lambda conn: conn.execute(
-                    "UPDATE waits SET event_id = -1 WHERE run_id = ? AND step_key = ? "
-                    "AND event_id IS NULL",
-                    (run.run_id, key),
-                )
-            )
+            await self.store.time_out_wait(run.lease, key)
             return self._resolved(run, key, None)
         if wake_at is None:
             # Subscribed, but the checkpoint that hibernates the run (and sets the deadline of
@@ -245,58 +179,36 @@ class Hibernation(RunDriver):
 
     async def _expire(self, approval: Approval) -> Approval:
         expired = approval.model_copy(update={"status": "expired"})
-
-        async def job(conn: aiosqlite.Connection) -> None:
-            await conn.execute(
-                "UPDATE approvals SET status = 'expired', approver = NULL, body = ?, "
-                "updated_at = ? WHERE id = ? AND status = 'pending'",
-                (serde.dumps(expired), self.clock.now(), approval.id),
-            )
-
-        await self.store.write(job)
+        await self.store.expire_approval(approval.id, serde.dumps(expired), self.clock.now())
         return expired
 
     async def _poke(self, run_id: str, key: str) -> None:
         """After hibernating on an event: if one matched meanwhile, wake the run now."""
-        row = await self.store.fetch_one(
-            "SELECT 1 FROM waits WHERE run_id = ? AND step_key = ? AND event_id > 0", (run_id, key)
-        )
-        if row is not None and await self.store.write(lambda c: self._wake(c, run_id)):
-            await self._resume(run_id)
+        wait = await self.store.wait(run_id, key)
+        if wait is not None and wait.event_id is not None and wait.event_id > 0:
+            lease = await self.store.wake(run_id, self._waker())
+            if lease is not None:
+                await self._resume(run_id)
+            else:
+                self._kick.set()
 
-    async def _wake(self, conn: aiosqlite.Connection, run_id: str) -> bool:
-        """Make a waiting run runnable: claim it if this engine can drive it, else make it
-        due at once so an engine that can (a worker) picks it up."""
-        rows = list(
-            await conn.execute_fetchall(
-                "SELECT workflow, lease_owner, lease_until FROM runs WHERE run_id = ? "
-                "AND status = 'waiting'",
-                (run_id,),
-            )
+    def _waker(self) -> Waker:
+        """How this engine wakes a run that has its answer: it claims it if it can drive
+        it, else makes it due at once so an engine that can (a worker) picks it up."""
+        return Waker(
+            ttl=self.lease_seconds,
+            workflows=frozenset(self._workflows),
+            now=self.clock.now(),
+            may_claim=not self._closing,
         )
-        if not rows:
-            return False
-        workflow, owner, until = rows[0]
-        if workflow in self._workflows and lease_is_free(owner, until) and not self._closing:
-            await conn.execute(
-                "UPDATE runs SET status = 'running', lease_owner = ?, lease_until = ? "
-                "WHERE run_id = ?",
-                (self.owner, time.time() + self.lease_seconds, run_id),
-            )
-            return True
-        await conn.execute(
-            "UPDATE runs SET wake_at = ? WHERE run_id = ?", (self.clock.now(), run_id)
-        )
-        self._kick.set()
-        return False
 
     # --------------------------------------------------------------- approvals
     async def _stored_approval(self, approval_id: str) -> Approval | None:
         """The approval as its row says (pending even past its deadline), or None."""
-        row = await self.store.fetch_one("SELECT body FROM approvals WHERE id = ?", (approval_id,))
+        row = await self.store.approval(approval_id)
         if row is None:
             return None
-        approval = parse_approval(row["body"])
+        approval = parse_approval(row.body)
         if approval is None:
             raise ApprovalError(f"approval {approval_id!r} is stored in a form dotdo cannot read")
         return approval
@@ -316,14 +228,14 @@ class Hibernation(RunDriver):
         """Approvals, oldest first. With `approver` and pending status: those waiting on them.
         Status is as of now: a pending approval past its deadline is listed as expired."""
         now = self.clock.now()
-        clauses, params = listing_filter(status, approver, now)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         by_membership = bool(approver) and status != "pending"
-        rows = await self.store.fetch(
-            f"SELECT body FROM approvals {where} ORDER BY created_at, id LIMIT ?",
-            (*params, -1 if by_membership else limit),
+        rows = await self.store.list_approvals(
+            status=status,
+            approver=approver if status == "pending" else None,
+            now=now,
+            limit=-1 if by_membership else limit,
         )
-        found = [parse_approval(r["body"]) for r in rows]
+        found = [parse_approval(r.body) for r in rows]
         out = [as_seen(a, now) for a in found if a is not None]
         if by_membership:
             out = [a for a in out if approver in a.approvers][:limit]
@@ -332,23 +244,17 @@ class Hibernation(RunDriver):
     async def _withdraw_approvals(self, run_id: str) -> None:
         """A cancelled run's pending approvals are withdrawn: nobody can decide them now."""
 
-        async def job(conn: aiosqlite.Connection) -> None:
-            rows = await conn.execute_fetchall(
-                "SELECT id, body FROM approvals WHERE run_id = ? AND status = 'pending'",
-                (run_id,),
-            )
-            for approval_id, body in rows:
-                approval = parse_approval(body)  # None: not an approval; withdrawn regardless
-                if approval is not None:
-                    approval.status = "withdrawn"
-                    body = serde.dumps(approval)
-                await conn.execute(
-                    "UPDATE approvals SET status = 'withdrawn', approver = NULL, body = ?, "
-                    "updated_at = ? WHERE id = ?",
-                    (body, self.clock.now(), approval_id),
-                )
+        def withdrawn(body: str) -> str:
+            approval = parse_approval(body)  # None: not an approval; withdrawn regardless
+            if approval is None:
+                return body
+            approval.status = "withdrawn"
+            return serde.dumps(approval)
 
-        await self._persist(lambda: self.store.write(job))  # the cancel is already stored
+        # The cancel is already stored: this must follow it.
+        await self._persist(
+            lambda: self.store.withdraw_approvals(run_id, withdrawn, self.clock.now())
+        )
 
     async def approve(
         self, approval_id: str, *, by: str, comment: str | None = None, value: Any = None
@@ -367,15 +273,10 @@ class Hibernation(RunDriver):
     ) -> Approval:
         now = self.clock.now()
 
-        async def job(conn: aiosqlite.Connection) -> tuple[Approval, bool]:
-            rows = list(
-                await conn.execute_fetchall(
-                    "SELECT body FROM approvals WHERE id = ?", (approval_id,)
-                )
-            )
-            if not rows:
+        def decide(body: str | None) -> tuple[ApprovalChange, Approval]:
+            if body is None:
                 raise ApprovalError(f"no approval with id {approval_id!r}")
-            approval = parse_approval(rows[0][0])
+            approval = parse_approval(body)
             if approval is None:
                 raise ApprovalError(
                     f"approval {approval_id!r} is stored in a form dotdo cannot read"
@@ -406,18 +307,20 @@ class Hibernation(RunDriver):
                 approval.level += 1
                 if approval.level == len(approval.approvers):
                     approval.status = "approved"
-            waiting_on = approval.waiting_on
-            await conn.execute(
-                "UPDATE approvals SET status = ?, approver = ?, body = ?, updated_at = ? "
-                "WHERE id = ?",
-                (approval.status, waiting_on, serde.dumps(approval), now, approval_id),
+            change = ApprovalChange(
+                status=approval.status,
+                approver=approval.waiting_on,
+                body=serde.dumps(approval),
+                wake=approval.status != "pending",
             )
-            woke = approval.status != "pending" and await self._wake(conn, approval.run_id)
-            return approval, woke
+            return change, approval
 
-        approval, woke = await self.store.write(job)
-        if woke:
+        waker = self._waker()
+        approval, lease = await self.store.decide_approval(approval_id, decide, waker)
+        if lease is not None:
             await self._resume(approval.run_id)
+        elif approval.status != "pending":
+            self._kick.set()
         return approval
 
     # ------------------------------------------------------------------ events
@@ -427,14 +330,7 @@ class Hibernation(RunDriver):
         payload = serde.dumps(data)
         now = self.clock.now()
 
-        async def job(conn: aiosqlite.Connection) -> int:
-            cursor = await conn.execute(
-                "INSERT INTO outbox(run_id, event, data, created_at) VALUES (NULL, ?, ?, ?)",
-                (name, payload, now),
-            )
-            return int(cursor.lastrowid or 0)
-
-        event_id = await self.store.write(job)
+        event_id = await self.store.publish(name, payload, now)
         self._kick.set()
         return event_id
 
@@ -451,25 +347,18 @@ class Hibernation(RunDriver):
 
     async def _dispatch(self) -> None:
         """Deliver new events to waiting runs and start `@on` handlers, exactly once each."""
-        row = await self.store.fetch_one("SELECT MAX(id) AS top FROM outbox")
-        newest = (row["top"] if row else None) or 0
+        newest = await self.store.newest_event_id()
         if newest <= self._dispatched_upto:
             return  # nothing new: an idle engine polls with one read
-        woken = await self.store.write(self._deliver_waits)
-        for run_id in woken:
-            await self._resume(run_id)
+        woken = await self.store.deliver_to_waits(_fits_wait, self._waker())
+        self._kick.set()  # runs made due for another engine, or woken here
+        for lease in woken:
+            await self._resume(lease.run_id)
         handlers = {name: wf for name, wf in self._workflows.items() if wf.trigger}
         for name, wf in handlers.items():
             cursor = f"on:{name}"
-            row = await self.store.fetch_one(
-                "SELECT last_id FROM cursors WHERE name = ?", (cursor,)
-            )
-            last = row["last_id"] if row else 0
-            events = await self.store.fetch(
-                "SELECT id, event, data, run_id, created_at FROM outbox WHERE id > ? "
-                "ORDER BY id LIMIT 500",
-                (last,),
-            )
+            last = await self.store.cursor(cursor)
+            events = await self.store.events_after(last, 500)
             if not events:
                 continue
             assert wf.trigger is not None
@@ -480,61 +369,8 @@ class Hibernation(RunDriver):
                         await self.start(wf, record, run_id=f"{name}:{record.id}")
                     except Exception as exc:
                         log.error("handler %s cannot start for event %s: %s", name, record.id, exc)
-            top = events[-1]["id"]
-            await self.store.execute(
-                "INSERT INTO cursors(name, last_id) VALUES (?, ?) ON CONFLICT(name) "
-                "DO UPDATE SET last_id = MAX(last_id, excluded.last_id)",
-                (cursor, top),
-            )
+            await self.store.advance_cursor(cursor, events[-1].id)
         self._dispatched_upto = newest
-
-    async def _deliver_waits(self, conn: aiosqlite.Connection) -> list[str]:
-        rows = list(await conn.execute_fetchall("SELECT last_id FROM cursors WHERE name = 'waits'"))
-        last = rows[0][0] if rows else 0
-        events = [
-            _event(r)
-            for r in await conn.execute_fetchall(
-                "SELECT id, event, data, run_id, created_at FROM outbox WHERE id > ? ORDER BY id "
-                "LIMIT 1000",
-                (last,),
-            )
-        ]
-        woken: list[str] = []
-        for event in events:
-            waits = await conn.execute_fetchall(
-                "SELECT run_id, step_key, match, since FROM waits WHERE event = ? "
-                "AND event_id IS NULL",
-                (event.name,),
-            )
-            # A run takes an event once, as its inbox does: one of its waits may have taken
-            # this one already (from the inbox, before the dispatcher got to it).
-            taken = {
-                r[0]
-                for r in await conn.execute_fetchall(
-                    "SELECT run_id FROM waits WHERE event_id = ?", (event.id,)
-                )
-            }
-            for run_id, key, match, since in waits:
-                created = event.created_at.timestamp() if event.created_at else 0.0
-                if run_id in taken or created < since:
-                    continue
-                if not _fits(event.data, json.loads(match) if match else None):
-                    continue
-                taken.add(run_id)
-                await conn.execute(
-                    "UPDATE waits SET event_id = ? WHERE run_id = ? AND step_key = ? "
-                    "AND event_id IS NULL",
-                    (event.id, run_id, key),
-                )
-                if await self._wake(conn, run_id):
-                    woken.append(run_id)
-        if events:
-            await conn.execute(
-                "INSERT INTO cursors(name, last_id) VALUES ('waits', ?) ON CONFLICT(name) "
-                "DO UPDATE SET last_id = MAX(last_id, excluded.last_id)",
-                (events[-1].id,),
-            )
-        return woken
 
     # --------------------------------------------------------------- schedules
     async def _fire_schedules(self) -> float | None:
@@ -550,42 +386,37 @@ class Hibernation(RunDriver):
             schedule = wf.schedule
             if schedule is None:
                 continue
-            row = await self.store.fetch_one(
-                "SELECT spec, next_fire FROM schedules WHERE name = ?", (name,)
-            )
-            if row is None or row["spec"] != schedule.spec:
+            row = await self.store.schedule(name)
+            if row is None or row.spec != schedule.spec:
                 next_fire = schedule.next_after(now)
-                await self.store.execute(
-                    "INSERT INTO schedules(name, spec, next_fire) VALUES (?, ?, ?) "
-                    "ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, "
-                    "next_fire = excluded.next_fire",
-                    (name, schedule.spec, next_fire),
-                )
+                await self.store.set_schedule(name, schedule.spec, next_fire)
             else:
-                next_fire = row["next_fire"]
+                next_fire = row.next_fire
                 if next_fire <= now:
                     fire = schedule.latest_at_or_before(now, next_fire - 1e-6) or next_fire
                     stamp = datetime.fromtimestamp(fire, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                     await self.start(wf, run_id=f"{name}@{stamp}")
                     next_fire = schedule.next_after(now)
-                    await self.store.execute(
-                        "UPDATE schedules SET next_fire = ?, last_fire = ? WHERE name = ?",
-                        (next_fire, fire, name),
-                    )
+                    await self.store.schedule_fired(name, fire, next_fire)
             upcoming = next_fire if upcoming is None else min(upcoming, next_fire)
         return upcoming
 
 
-def _event(row: Any) -> EventRecord:
+def _event(row: StoredEvent) -> EventRecord:
     # Data as stored JSON where its classes are unknown here: one unreadable row must not
     # stop the delivery of every event behind it.
     return EventRecord(
-        id=row[0],
-        name=row[1],
-        data=readable(row[2]),
-        run_id=row[3],
-        created_at=_time(row[4]),
+        id=row.id,
+        name=row.name,
+        data=readable(row.data),
+        run_id=row.run_id,
+        created_at=_time(row.created_at),
     )
+
+
+def _fits_wait(event: StoredEvent, match: str | None) -> bool:
+    """The store's `EventFilter`: the event fits a wait's match (JSON text)."""
+    return _fits(readable(event.data), json.loads(match) if match else None)
 
 
 def _fits(data: Any, match: dict[str, Any] | None) -> bool:

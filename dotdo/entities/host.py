@@ -31,12 +31,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import aiosqlite
-
 from dotdo.engine import serde
 from dotdo.engine.faults import is_store_fault
 from dotdo.engine.serde import JSONValue
-from dotdo.engine.store.sqlite import Store
+from dotdo.engine.store.interface import AppliedCall, CallRecord, EntitySend, Store
 from dotdo.entities.chains import Plan, check_chain, run_chain
 from dotdo.entities.identity import check_repeat, derived
 from dotdo.entities.messages import (
@@ -69,20 +67,6 @@ __all__ = ["EntityHost", "dump_state", "load_state"]
 log = logging.getLogger("dotdo.entities")
 
 MAX_CONFLICTS = 50
-
-
-_LOAD = (
-    "SELECT c.result AS result, c.cls AS call_cls, c.id AS call_key, c.chain AS chain, "
-    "c.digest AS digest, e.state AS state, e.version AS version "
-    "FROM (SELECT ? AS call_id, ? AS cls, ? AS id) AS k "
-    "LEFT JOIN entity_calls AS c ON c.call_id = k.call_id "
-    "LEFT JOIN entities AS e ON e.cls = k.cls AND e.id = k.id"
-)
-"""A call's recorded result (if it was applied) and the instance's state, in one read."""
-
-
-class _Conflict(Exception):
-    """The instance's version moved between loading and saving: run the call again."""
 
 
 class EntityHost:
@@ -139,16 +123,12 @@ class EntityHost:
             raise ProtocolError("two chains of one message that call methods share a call id")
         for start in range(0, len(writes), 500):
             chunk = writes[start : start + 500]
-            rows = await self._store().fetch(
-                "SELECT call_id, cls, id, chain, digest FROM entity_calls WHERE call_id IN "
-                f"({', '.join('?' * len(chunk))})",
-                [item.call for item in chunk],
-            )
-            recorded = {row["call_id"]: row for row in rows}
+            rows = await self._store().recorded_calls([item.call for item in chunk])
+            recorded = {row.call_id: row for row in rows}
             for item in chunk:
                 row = recorded.get(item.call)
                 if row is not None:
-                    found = (row["cls"], row["id"], row["chain"], row["digest"])
+                    found = (row.cls, row.id, row.chain, row.digest)
                     check_repeat(item.call, found, (item.cls, item.key), item.chain, item.digest)
 
     async def _run_item(
@@ -187,20 +167,17 @@ class EntityHost:
                 return await self._read(cls, key, plan)
             db = await self.runtime.db_id()
             for _ in range(MAX_CONFLICTS):
-                row = await store.fetch_one(_LOAD, (call_id, name, key))
-                assert row is not None
-                if row["result"] is not None:  # applied before: answer again, if the same
-                    found = (row["call_cls"], row["call_key"], row["chain"], row["digest"])
+                record, entity = await store.load_call(call_id, name, key)
+                if record is not None:  # applied before: answer again, if the same
                     try:
-                        check_repeat(call_id, found, (name, key), item.chain, item.digest)
+                        return _repeated(record, item)
                     except CallIdReused as exc:
                         return False, encode_error(exc)
-                    return True, json.loads(row["result"])
-                version = None if row["version"] is None else int(row["version"])
+                version = None if entity is None else entity.version
                 instance = cls(key)
                 sink = _HostSink(self.runtime, db, call_id, (name, key))
                 try:
-                    instance.state = load_state(cls, row["state"])
+                    instance.state = load_state(cls, None if entity is None else entity.state)
                     with host_sink(sink):
                         value = await run_chain(instance, plan, resolve=sink.resolve_arg)
                     encoded = _encode_result(cls, plan.ops, value)
@@ -208,15 +185,28 @@ class EntityHost:
                     sends = await sink.outgoing()
                 except BaseException as exc:
                     return self._failed(exc)
-                job = _Commit(item, version, state, encoded, sends, self._now())
-                try:
-                    committed = await store.write(job.run)
-                except _Conflict:
-                    continue
-                except CallIdReused as exc:  # the same id, committed meanwhile by another
-                    return False, encode_error(exc)
-                if committed is not None:
-                    return True, committed
+                now = self._now()
+                outcome = await store.commit_call(
+                    AppliedCall(
+                        call_id=item.call,
+                        cls=item.cls,
+                        id=item.key,
+                        chain=item.chain,
+                        digest=item.digest,
+                        result=json.dumps(encoded),
+                        state=state,
+                        version=version,
+                        now=now,
+                        sends=[EntitySend(c, target, body, now) for c, target, body in sends],
+                    )
+                )
+                if outcome == "conflict":
+                    continue  # the version moved between loading and saving: run it again
+                if isinstance(outcome, CallRecord):
+                    try:  # the same id, committed meanwhile by another
+                        return _repeated(outcome, item)
+                    except CallIdReused as exc:
+                        return False, encode_error(exc)
                 self.applied += 1
                 if sends:
                     self.runtime.kick()
@@ -226,16 +216,14 @@ class EntityHost:
             )
 
     async def _read(self, cls: type[Any], key: str, plan: Plan) -> Outcome:
-        row = await self._store().fetch_one(
-            "SELECT state FROM entities WHERE cls = ? AND id = ?", (cls.__name__, key)
-        )
+        text = await self._store().entity_state(cls.__name__, key)
         instance = cls(key)
         # A read is not deduplicated, so calls it makes (a property returning a stub) must
         # not share ids with those of an earlier read either.
         db = await self.runtime.db_id()
         sink = _HostSink(self.runtime, db, f"read:{uuid.uuid4().hex}", (cls.__name__, key))
         try:
-            instance.state = load_state(cls, None if row is None else row["state"])
+            instance.state = load_state(cls, text)
             with host_sink(sink):
                 value = await run_chain(instance, plan, resolve=sink.resolve_arg)
             return True, _encode_result(cls, plan.ops, value)
@@ -295,66 +283,13 @@ class _Held:
             self.locks[self.key] = (lock, users - 1)
 
 
-@dataclass
-class _Commit:
-    """The one transaction of a call: dedup check, versioned state save, result, sends."""
-
-    item: Item
-    version: int | None
-    state: str
-    result: JSONValue
-    sends: list[tuple[str, str, str]]
-    now: float
-
-    async def run(self, conn: aiosqlite.Connection) -> JSONValue | None:
-        item = self.item
-        rows = list(
-            await conn.execute_fetchall(
-                "SELECT result, cls, id, chain, digest FROM entity_calls WHERE call_id = ?",
-                (item.call,),
-            )
-        )
-        if rows:
-            result, cls, key, chain, digest = rows[0]
-            check_repeat(
-                item.call, (cls, key, chain, digest), (item.cls, item.key), item.chain, item.digest
-            )
-            found: JSONValue = json.loads(result)
-            return found
-        if self.version is None:
-            cursor = await conn.execute(
-                "INSERT INTO entities(cls, id, state, version, updated_at) VALUES (?, ?, ?, 1, ?) "
-                "ON CONFLICT(cls, id) DO NOTHING",
-                (item.cls, item.key, self.state, self.now),
-            )
-        else:
-            cursor = await conn.execute(
-                "UPDATE entities SET state = ?, version = version + 1, updated_at = ? "
-                "WHERE cls = ? AND id = ? AND version = ?",
-                (self.state, self.now, item.cls, item.key, self.version),
-            )
-        if cursor.rowcount != 1:
-            raise _Conflict()
-        await conn.execute(
-            "INSERT INTO entity_calls(call_id, cls, id, result, created_at, chain, digest) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                item.call,
-                item.cls,
-                item.key,
-                json.dumps(self.result),
-                self.now,
-                item.chain,
-                item.digest,
-            ),
-        )
-        if self.sends:
-            await conn.executemany(
-                "INSERT INTO entity_outbox(call_id, cls, request, created_at, next_try) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(call_id) DO NOTHING",
-                [(call, cls, body, self.now, self.now) for call, cls, body in self.sends],
-            )
-        return None
+def _repeated(record: CallRecord, item: Item) -> Outcome:
+    """The answer to a call id applied before: its result, if it is the same request
+    (else CallIdReused)."""
+    found = (record.cls, record.id, record.chain, record.digest)
+    check_repeat(item.call, found, (item.cls, item.key), item.chain, item.digest)
+    result: JSONValue = json.loads(record.result)
+    return True, result
 
 
 def _plan(items: list[Item], classes: Mapping[str, type[Any]]) -> dict[int, Plan]:

@@ -22,20 +22,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from dotdo.engine.store.sqlite import Store
 from dotdo.errors import CallIdReused
 
-__all__ = ["check_repeat", "database_id", "derived", "qualified"]
+__all__ = ["check_repeat", "derived", "qualified"]
 
 _LONG = 200
-
-
-async def database_id(store: Store) -> str:
-    """The random identity of the database behind `store` (made with its schema)."""
-    row = await store.fetch_one("SELECT value FROM meta WHERE key = 'db_id'")
-    if row is None:
-        raise RuntimeError(f"{store.path} has no database identity (schema older than 4?)")
-    return str(row["value"])
 
 
 def qualified(db_id: str, local: str) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import uuid
@@ -33,15 +34,13 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import aiosqlite
-
 from dotdo.engine import serde
 from dotdo.engine.context import StepContext, current_step
 from dotdo.engine.engine import Engine
 from dotdo.engine.faults import Outage
-from dotdo.engine.store.sqlite import FINISHED, Store
+from dotdo.engine.store.interface import FINISHED, EntitySend, PendingSend, Store
 from dotdo.entities.host import EntityHost, _digest
-from dotdo.entities.identity import database_id, qualified
+from dotdo.entities.identity import qualified
 from dotdo.entities.messages import (
     Item,
     build_batch,
@@ -206,7 +205,7 @@ class Entities:
     async def db_id(self) -> str:
         """The identity of this engine's database, which starts every call id it sends."""
         if self._db_id is None:
-            self._db_id = await database_id(self.engine.store)
+            self._db_id = await self.engine.store.db_id()
         return self._db_id
 
     async def qualify(self, local: str) -> str:
@@ -233,15 +232,9 @@ class Entities:
         body = json.dumps(encode_request(items, [pull]), separators=(",", ":"))
         now = self.engine.clock.now()
         run_id, step_key = gate if gate is not None else (None, None)
-
-        async def job(conn: aiosqlite.Connection) -> None:
-            await conn.execute(
-                "INSERT INTO entity_outbox(call_id, cls, request, run_id, step_key, created_at, "
-                "next_try) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(call_id) DO NOTHING",
-                (call_id, stub.target[0], body, run_id, step_key, now, now),
-            )
-
-        await self.engine.store.write(job)
+        await self.engine.store.enqueue_send(
+            EntitySend(call_id, stub.target[0], body, now, run_id=run_id, step_key=step_key)
+        )
         self.start()
         self.kick()
 
@@ -251,41 +244,31 @@ class Entities:
             self._delivering = asyncio.Lock()
         async with self._delivering:
             store = self.engine.store
-            rows = await store.fetch(
-                "SELECT call_id, cls, request, run_id, step_key, attempts FROM entity_outbox "
-                "WHERE delivered_at IS NULL AND next_try <= ? ORDER BY created_at, call_id "
-                "LIMIT 500",
-                (self.engine.clock.now(),),
-            )
+            rows = await store.due_sends(self.engine.clock.now(), 500)
             limit = asyncio.Semaphore(32)
 
-            async def one(row: Any) -> bool:
+            async def one(row: PendingSend) -> bool:
                 async with limit:
                     return await self._deliver(store, row)
 
             waiting = await asyncio.gather(*(one(r) for r in rows))
             return sum(waiting)
 
-    async def _deliver(self, store: Store, row: Any) -> bool:
-        call_id = row["call_id"]
-        if row["run_id"] is not None:
+    async def _deliver(self, store: Store, row: PendingSend) -> bool:
+        call_id = row.call_id
+        if row.run_id is not None:
             # The run first: a run seen finished has committed its journal for good, so a
             # step row still missing after that is never coming.
-            run = await store.fetch_one(
-                "SELECT status FROM runs WHERE run_id = ?", (row["run_id"],)
-            )
-            step = await store.fetch_one(
-                "SELECT status FROM steps WHERE run_id = ? AND step_key = ?",
-                (row["run_id"], row["step_key"]),
-            )
-            if step is None or step["status"] != "completed":
-                if run is not None and run["status"] not in FINISHED:
+            run = await store.run_status(row.run_id)
+            step = await store.step_status(row.run_id, row.step_key or "")
+            if step != "completed":
+                if run is not None and run not in FINISHED:
                     return True  # not committed yet: the run's next checkpoint decides
                 await self._settle(call_id, "dropped", "the sending run ended without it")
                 return False
-        request = json.loads(row["request"])
+        request = json.loads(row.request)
         try:
-            response = await self.route(row["cls"]).send(request)
+            response = await self.route(row.cls).send(request)
             outcome = decode_results(response)[request["pull"][0]]
             refused = None if outcome[0] else _error_of(outcome[1])
             if isinstance(refused, EntityUnavailable):
@@ -295,16 +278,10 @@ class Entities:
             log.warning("entity send %s was refused: %s", call_id, exc)
             return False
         except (EntityUnavailable, EntityAuthError, UnknownEntity, ProtocolError, KeyError) as exc:
-            attempts = row["attempts"] + 1
+            attempts = row.attempts + 1
             delay = min(2.0 ** min(attempts, 16), self.max_backoff)
-            await store.execute(
-                "UPDATE entity_outbox SET attempts = ?, next_try = ?, error = ? WHERE call_id = ?",
-                (
-                    attempts,
-                    self.engine.clock.now() + delay,
-                    f"{type(exc).__name__}: {exc}",
-                    call_id,
-                ),
+            await store.retry_send(
+                call_id, attempts, self.engine.clock.now() + delay, f"{type(exc).__name__}: {exc}"
             )
             log.info("entity send %s not delivered (%s); retrying in %.0fs", call_id, exc, delay)
             return False
@@ -318,18 +295,11 @@ class Entities:
         return False
 
     async def _settle(self, call_id: str, outcome: str, error: str | None) -> None:
-        await self.engine.store.execute(
-            "UPDATE entity_outbox SET delivered_at = ?, outcome = ?, error = ? WHERE call_id = ?",
-            (self.engine.clock.now(), outcome, error, call_id),
-        )
+        await self.engine.store.settle_send(call_id, outcome, error, self.engine.clock.now())
 
     async def outbox(self) -> list[dict[str, Any]]:
         """Every queued send and its fate (outcome None: not delivered yet)."""
-        rows = await self.engine.store.fetch(
-            "SELECT call_id, cls, run_id, step_key, attempts, delivered_at, outcome, error "
-            "FROM entity_outbox ORDER BY created_at, call_id"
-        )
-        return [dict(r) for r in rows]
+        return [dataclasses.asdict(r) for r in await self.engine.store.entity_sends()]
 
     # --------------------------------------------------------------- background
     def start(self) -> None:
@@ -403,10 +373,7 @@ class Entities:
     # ------------------------------------------------------------------ reading
     async def state(self, name: str, entity_id: str | int) -> Any:
         """The stored state of a hosted instance (its `State`, default if never called)."""
-        row = await self.engine.store.fetch_one(
-            "SELECT state FROM entities WHERE cls = ? AND id = ?", (name, str(entity_id))
-        )
-        text = None if row is None else row["state"]
+        text = await self.engine.store.entity_state(name, str(entity_id))
         cls = self.hosted().get(name)
         if cls is None:
             return None if text is None else json.loads(text)
@@ -416,12 +383,7 @@ class Entities:
         """Forget call results recorded more than `older_than` seconds ago; a retry with such
         an old call id would then run again, so keep it longer than any retry takes."""
         cutoff = self.engine.clock.now() - older_than
-
-        async def job(conn: aiosqlite.Connection) -> int:
-            cursor = await conn.execute("DELETE FROM entity_calls WHERE created_at < ?", (cutoff,))
-            return int(cursor.rowcount)
-
-        return await self.engine.store.write(job)
+        return await self.engine.store.prune_calls(cutoff)
 
 
 def _answer(outcomes: dict[int, tuple[bool, Any]], pull: int) -> Any:

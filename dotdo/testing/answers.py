@@ -21,7 +21,7 @@ from dotdo.engine import serde
 from dotdo.engine.engine import Engine
 from dotdo.engine.models import Approval
 from dotdo.engine.records import RunInfo
-from dotdo.engine.store.sqlite import Store
+from dotdo.engine.store.interface import Store
 from dotdo.engine.waits import _fits
 
 __all__ = ["Answer", "Approve", "Expire", "Reject", "Respond", "Send", "Waiting"]
@@ -126,37 +126,25 @@ async def current_wait(store: Store, info: RunInfo) -> tuple[Waiting | None, boo
     """
     if info.status != "waiting":
         return None, False
-    row = await store.fetch_one(
-        "SELECT body FROM approvals WHERE run_id = ? AND status = 'pending'", (info.run_id,)
-    )
-    if row is not None:
-        approval = serde.loads(row["body"])
+    pending_approvals = await store.pending_approvals(info.run_id)
+    if pending_approvals:
+        approval = serde.loads(pending_approvals[0].body)
         assert isinstance(approval, Approval)
         key = approval.id.removeprefix(f"{info.run_id}/")
         return Waiting("approval", key, approval.deadline, approval=approval), False
-    row = await store.fetch_one(
-        "SELECT step_key, event, match, since FROM waits WHERE run_id = ? AND event_id IS NULL",
-        (info.run_id,),
-    )
-    if row is None:
+    wait = await store.open_wait(info.run_id)
+    if wait is None:
         return None, False
-    match = json.loads(row["match"]) if row["match"] else None
-    waiting = Waiting("event", row["step_key"], info.wake_at, event=row["event"], match=match)
-    pending = await store.fetch(
-        "SELECT data FROM outbox WHERE event = ? AND created_at >= ? AND id NOT IN "
-        "(SELECT event_id FROM waits WHERE run_id = ? AND event_id IS NOT NULL)",
-        (row["event"], row["since"], info.run_id),
-    )
-    in_transit = any(_fits(serde.loads(r["data"]), match) for r in pending)
+    match = json.loads(wait.match) if wait.match else None
+    waiting = Waiting("event", wait.key, info.wake_at, event=wait.event, match=match)
+    pending = await store.fitting_events(info.run_id, wait.event, wait.since)
+    in_transit = any(_fits(serde.loads(e.data), match) for e in pending)
     if not in_transit:
         # The two reads above are not one snapshot: the dispatcher may have handed the wait
         # its event between them (the event then looks neither open nor pending). A wait's
         # event only ever goes from none to taken, so a wait still open now had nothing.
-        still = await store.fetch_one(
-            "SELECT 1 FROM waits WHERE run_id = ? AND step_key = ? AND event_id IS NULL",
-            (info.run_id, row["step_key"]),
-        )
-        in_transit = still is None
+        still = await store.wait(info.run_id, wait.key)
+        in_transit = still is None or still.event_id is not None
     return waiting, in_transit
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.util
-import sqlite3
 import tempfile
 import time
 from collections import Counter
@@ -28,6 +27,7 @@ from dotdo.dsl.python.decorators import WorkflowDef
 from dotdo.engine.clock import VirtualClock
 from dotdo.engine.engine import Engine
 from dotdo.engine.records import RunInfo
+from dotdo.engine.store.sqlite import read_started_steps
 from dotdo.errors import CrashSafetyError, DotdoError, RunFailed, StepInterrupted
 from dotdo.testing.answers import (
     Expire,
@@ -264,11 +264,7 @@ async def _resume(db: Path, setup: _Setup, responder: Responder | None) -> RunOu
 
 def _started_rows(db: Path) -> tuple[str, ...]:
     """`try_` attempts the dead engine left recorded as started, read straight from its file."""
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute(
-            "SELECT step_key FROM steps WHERE run_id = ? AND status = 'started'", (RUN_ID,)
-        ).fetchall()
-    return tuple(str(row[0]) for row in rows)
+    return read_started_steps(str(db), RUN_ID)
 
 
 # ------------------------------------------------------------------------ checking

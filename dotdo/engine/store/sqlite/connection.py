@@ -1,4 +1,4 @@
-"""The SQLite store: schema, migrations, group commit and leases.
+"""The SQLite database of a store: its two connections, migrations on open, group commit.
 
 One writer task owns every write. Checkpoints that arrive while a transaction is in flight
 wait in a queue and all go into the next transaction together (group commit), so one fsync
@@ -19,7 +19,7 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -32,189 +32,14 @@ from dotdo.engine.store.files import (
     read_only_reason,
 )
 from dotdo.engine.store.health import WriteHealth
+from dotdo.engine.store.interface import Checkpoint
+from dotdo.engine.store.sqlite.checkpoints import write_checkpoints
+from dotdo.engine.store.sqlite.migrations import SCHEMA_VERSION, migrate, schema_version
 from dotdo.errors import LeaseLost, StoreError
 
-__all__ = [
-    "ACTIVE",
-    "FINISHED",
-    "SCHEMA_VERSION",
-    "Checkpoint",
-    "JournalRow",
-    "Store",
-]
+__all__ = ["CommitHook", "Database"]
 
 T = TypeVar("T")
-
-ACTIVE = ("running", "waiting")
-FINISHED = ("completed", "failed", "compensated", "cancelled")
-
-_MIGRATIONS: list[str] = [
-    # 1: the initial schema.
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE graphs (
-        hash TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        body TEXT NOT NULL,
-        created_at REAL NOT NULL
-    );
-    CREATE TABLE runs (
-        run_id TEXT PRIMARY KEY,
-        workflow TEXT NOT NULL,
-        graph_hash TEXT NOT NULL REFERENCES graphs(hash),
-        entity_id TEXT NOT NULL,
-        status TEXT NOT NULL,
-        node TEXT NOT NULL,
-        state TEXT NOT NULL,
-        input TEXT NOT NULL,
-        result TEXT,
-        error TEXT,
-        wake_at REAL,
-        lease_owner TEXT,
-        lease_until REAL,
-        cancel_requested INTEGER NOT NULL DEFAULT 0,
-        steps_done INTEGER NOT NULL DEFAULT 0,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    CREATE INDEX runs_by_status ON runs(status, wake_at);
-    CREATE INDEX runs_by_owner ON runs(lease_owner);
-    CREATE TABLE steps (
-        run_id TEXT NOT NULL,
-        step_key TEXT NOT NULL,
-        status TEXT NOT NULL,
-        attempts INTEGER NOT NULL,
-        value TEXT,
-        error TEXT,
-        seq INTEGER,
-        started_at REAL,
-        finished_at REAL,
-        PRIMARY KEY (run_id, step_key)
-    ) WITHOUT ROWID;
-    CREATE TABLE outbox (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        run_id TEXT,
-        event TEXT NOT NULL,
-        data TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        dispatched_at REAL
-    );
-    """,
-    # 2: hibernation (approvals, event waits, schedules, handler cursors) and the module a
-    # workflow's code lives in, so a CLI deciding an approval can load and drive the run.
-    """
-    ALTER TABLE graphs ADD COLUMN module TEXT;
-    CREATE TABLE approvals (
-        id TEXT PRIMARY KEY,
-        run_id TEXT NOT NULL,
-        status TEXT NOT NULL,
-        approver TEXT,
-        deadline REAL,
-        body TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    CREATE INDEX approvals_by_status ON approvals(status, approver);
-    CREATE TABLE waits (
-        run_id TEXT NOT NULL,
-        step_key TEXT NOT NULL,
-        event TEXT NOT NULL,
-        match TEXT,
-        since REAL NOT NULL,
-        event_id INTEGER,
-        PRIMARY KEY (run_id, step_key)
-    ) WITHOUT ROWID;
-    CREATE INDEX waits_open ON waits(event) WHERE event_id IS NULL;
-    CREATE INDEX outbox_by_event ON outbox(event, id);
-    CREATE TABLE schedules (
-        name TEXT PRIMARY KEY,
-        spec TEXT NOT NULL,
-        next_fire REAL NOT NULL,
-        last_fire REAL
-    );
-    CREATE TABLE cursors (name TEXT PRIMARY KEY, last_id INTEGER NOT NULL)
-    """,
-    # 3: entities (dotdo.entities): each DO instance's state with a version for optimistic
-    # concurrency, the results of applied calls by call id (so a repeated call is answered,
-    # not applied again), and the outbox of fire-and-forget calls.
-    """
-    CREATE TABLE entities (
-        cls TEXT NOT NULL,
-        id TEXT NOT NULL,
-        state TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        updated_at REAL NOT NULL,
-        PRIMARY KEY (cls, id)
-    ) WITHOUT ROWID;
-    CREATE TABLE entity_calls (
-        call_id TEXT PRIMARY KEY,
-        cls TEXT NOT NULL,
-        id TEXT NOT NULL,
-        result TEXT NOT NULL,
-        created_at REAL NOT NULL
-    ) WITHOUT ROWID;
-    CREATE INDEX entity_calls_by_age ON entity_calls(created_at);
-    CREATE TABLE entity_outbox (
-        call_id TEXT PRIMARY KEY,
-        cls TEXT NOT NULL,
-        request TEXT NOT NULL,
-        run_id TEXT,
-        step_key TEXT,
-        created_at REAL NOT NULL,
-        next_try REAL NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        delivered_at REAL,
-        outcome TEXT,
-        error TEXT
-    ) WITHOUT ROWID;
-    CREATE INDEX entity_outbox_due ON entity_outbox(next_try) WHERE delivered_at IS NULL
-    """,
-    # 4: call identity (dotdo.entities.identity): a random id for this database, which starts
-    # every call id its engine sends, and, with each applied call, its chain and a digest of
-    # its hops and arguments, so a reused call id with another request is refused.
-    """
-    INSERT INTO meta(key, value) VALUES ('db_id', lower(hex(randomblob(16))))
-        ON CONFLICT(key) DO NOTHING;
-    ALTER TABLE entity_calls ADD COLUMN chain TEXT;
-    ALTER TABLE entity_calls ADD COLUMN digest TEXT
-    """,
-]
-SCHEMA_VERSION = len(_MIGRATIONS)
-
-
-@dataclass(frozen=True)
-class JournalRow:
-    """One line of a run's step journal: started (try_), failed attempt, or completed."""
-
-    key: str
-    status: Literal["started", "completed", "failed"]
-    attempts: int
-    value: str | None = None
-    error: str | None = None
-    seq: int | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-
-
-@dataclass
-class Checkpoint:
-    """A run's transition, written atomically with its cause (journal) and its sends."""
-
-    run_id: str
-    status: str
-    node: str
-    state: str
-    steps_done: int
-    now: float
-    wake_at: float | None = None
-    result: str | None = None
-    error: str | None = None
-    journal: list[JournalRow] = field(default_factory=list)
-    sends: list[tuple[str, str]] = field(default_factory=list)
-    release: bool = False
-    """Give up the lease (the run now waits or has finished)."""
-    extra: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
-    """More statements of the same transaction (an approval row, an event subscription)."""
 
 
 @dataclass
@@ -234,8 +59,10 @@ class _ThreadJob:
 CommitHook = Callable[[str, Sequence[str]], None]
 
 
-class Store:
-    """All persistence of one engine: open it, write through it, close it."""
+class Database:
+    """The connections of one store and its writer task: open it, write through it (each
+    write joins the next group transaction), read from it, close it. `SqliteStore` adds the
+    domain operations; `write`, `fetch` and friends are SQLite's own (tests use them)."""
 
     def __init__(
         self,
@@ -282,7 +109,7 @@ class Store:
         try:
             self._writer = await self._connect()
             # Refuse a foreign or newer database before touching it (WAL changes the header).
-            await self._migrate(self._writer)
+            await migrate(self._writer, self.path)
             await self._configure(self._writer)
             self._reader = await self._connect()
             await self._configure(self._reader)
@@ -297,7 +124,7 @@ class Store:
     async def _open_read_only(self) -> None:
         try:
             self._reader = await connect_read_only(self.path, self.busy_timeout)
-            version = await self._schema_version(self._reader)
+            version = await schema_version(self._reader, self.path)
         except sqlite3.DatabaseError as exc:
             await self._close_connections()
             raise StoreError(_describe(self.path, exc)) from None
@@ -336,51 +163,6 @@ class Store:
             await asyncio.sleep(0.005)
         await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         await conn.execute("PRAGMA foreign_keys = ON")
-
-    async def _migrate(self, conn: aiosqlite.Connection) -> None:
-        if await self._schema_version(conn) == SCHEMA_VERSION:
-            return
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            # Read again under the write lock: another process opening the same new file at
-            # the same moment may have migrated it since the read above.
-            version = await self._schema_version(conn)
-            if version < SCHEMA_VERSION:
-                for script in _MIGRATIONS[version:]:
-                    for statement in filter(str.strip, script.split(";")):
-                        await conn.execute(statement)
-                await conn.execute(
-                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
-                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    (str(SCHEMA_VERSION),),
-                )
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
-
-    async def _schema_version(self, conn: aiosqlite.Connection) -> int:
-        """The file's schema version (0 when empty); refuses foreign and newer databases."""
-        tables = {
-            r[0]
-            for r in await conn.execute_fetchall(
-                "SELECT name FROM sqlite_master WHERE type = 'table'"
-            )
-        }
-        version = 0
-        if "meta" in tables:
-            rows = list(
-                await conn.execute_fetchall("SELECT value FROM meta WHERE key = 'schema_version'")
-            )
-            version = int(rows[0][0]) if rows else 0
-        elif tables - {"sqlite_sequence"}:
-            raise StoreError(f"{self.path} is an SQLite database, but not a dotdo one")
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} has schema version {version}, newer than this dotdo "
-                f"understands ({SCHEMA_VERSION}); upgrade dotdo to open it"
-            )
-        return version
 
     async def close(self) -> None:
         """Finish queued writes, then close. Safe to call twice."""
@@ -631,7 +413,7 @@ def _commit_checkpoints(
                 raw.execute("ROLLBACK TO job")
                 raw.execute("RELEASE job")
                 outcomes.append((False, exc))
-        lost = _write_checkpoints(raw, owner, checkpoints) if checkpoints else set()
+        lost = write_checkpoints(raw, owner, checkpoints) if checkpoints else set()
         if hook:
             hook("before_commit", [c.run_id for c in checkpoints])
         raw.execute("COMMIT")
@@ -640,82 +422,3 @@ def _commit_checkpoints(
             raw.execute("ROLLBACK")
         raise
     return lost, outcomes
-
-
-def _write_checkpoints(
-    raw: sqlite3.Connection, owner: str, checkpoints: list[Checkpoint]
-) -> set[str]:
-    params = [
-        (
-            c.status,
-            c.node,
-            c.state,
-            c.wake_at,
-            c.result,
-            c.error,
-            c.steps_done,
-            c.now,
-            int(c.release),
-            int(c.release),
-            c.run_id,
-            owner,
-        )
-        for c in checkpoints
-    ]
-    # Ownership is read first, inside the transaction: a run whose lease was taken over
-    # (or released) writes nothing, not even its journal or outbox rows.
-    ids = list({c.run_id for c in checkpoints})
-    marks = ",".join("?" * len(ids))
-    owned = {
-        r[0]
-        for r in raw.execute(
-            f"SELECT run_id FROM runs WHERE run_id IN ({marks}) AND lease_owner = ?",
-            (*ids, owner),
-        ).fetchall()
-    }
-    lost = {c.run_id for c in checkpoints} - owned
-    kept = [c for c in checkpoints if c.run_id in owned]
-    params = [p for p in params if p[-2] in owned]
-    raw.executemany(
-        "UPDATE runs SET status = ?, node = ?, state = ?, wake_at = ?, result = ?, "
-        "error = ?, steps_done = ?, updated_at = ?, "
-        "lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END, "
-        "lease_until = CASE WHEN ? THEN NULL ELSE lease_until END "
-        "WHERE run_id = ? AND lease_owner = ?",
-        params,
-    )
-    journal = [
-        (
-            c.run_id,
-            j.key,
-            j.status,
-            j.attempts,
-            j.value,
-            j.error,
-            j.seq,
-            j.started_at,
-            j.finished_at,
-        )
-        for c in kept
-        for j in c.journal
-    ]
-    if journal:
-        raw.executemany(
-            "INSERT INTO steps(run_id, step_key, status, attempts, value, error, seq, "
-            "started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT(run_id, step_key) DO UPDATE SET status = excluded.status, "
-            "attempts = excluded.attempts, value = excluded.value, "
-            "error = excluded.error, seq = excluded.seq, "
-            "started_at = COALESCE(steps.started_at, excluded.started_at), "
-            "finished_at = excluded.finished_at WHERE steps.status != 'completed'",
-            journal,
-        )
-    for c in kept:
-        for statement, values in c.extra:
-            raw.execute(statement, values)
-    sends = [(c.run_id, name, data, c.now) for c in kept for name, data in c.sends]
-    if sends:
-        raw.executemany(
-            "INSERT INTO outbox(run_id, event, data, created_at) VALUES (?, ?, ?, ?)", sends
-        )
-    return lost
