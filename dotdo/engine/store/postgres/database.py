@@ -9,8 +9,8 @@ one failing job cannot undo another's work. Each caller resumes only after its o
 A batch that needs other workers to look (a run now waits or ended, an event, a decision,
 a released lease) sends one NOTIFY inside the committing transaction: PostgreSQL delivers it
 only if the transaction commits, and folds duplicates of one transaction into one. The
-listener connection sets `changed` on every notification; when it is down the engine falls
-back to polling.
+listener connection calls the `watch`ers on every notification (the `ChangeFeed` protocol);
+while it is down `listening` is False and the engine falls back to polling.
 
 A lost connection fails the batch in flight with a `StoreWriteError` whose cause is an
 `OSError` (a store fault: the engine retries from the last checkpoint), and the next batch
@@ -91,8 +91,7 @@ class Database:
         self.batches = 0
         self.committed = 0
         self.channel = ""
-        self.changed = asyncio.Event()
-        """Set by every notification (cleared by whoever waits on it)."""
+        self._watchers: list[Callable[[], None]] = []
         self.listening = False
         """Whether notifications arrive now (else the engine must poll)."""
         self._settings = {"synchronous_commit": "on" if synchronous != "NORMAL" else "off"}
@@ -363,7 +362,7 @@ class Database:
                 await conn.add_listener(self.channel, self._notified)
                 self._listener = conn
                 self.listening = True
-                self.changed.set()  # whatever happened while deaf: look once
+                self._notified()  # whatever happened while deaf: look once
                 delay = 0.05
                 await lost.wait()
             except asyncio.CancelledError:
@@ -377,8 +376,17 @@ class Database:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call `callback` on every notification (and when LISTEN (re)connects)."""
+        self._watchers.append(callback)
+
+    def unwatch(self, callback: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._watchers.remove(callback)
+
     def _notified(self, *_args: object) -> None:
-        self.changed.set()
+        for callback in list(self._watchers):
+            callback()
 
 
 async def _noop(conn: asyncpg.Connection) -> None:
