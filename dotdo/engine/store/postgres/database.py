@@ -61,6 +61,10 @@ worker cannot miss an event delivered in another at the same moment. Taken first
 transaction, before any row lock, so it cannot deadlock with them."""
 
 
+class _JobFailed(Exception):
+    """A job failed in a batch run without savepoints: run the batch again with them."""
+
+
 @dataclass
 class _Pending:
     fn: Job
@@ -128,6 +132,7 @@ class Database:
                 min_size=1,
                 max_size=self._readers,
                 server_settings=self._settings,
+                reset=_keep,  # reads leave no session state: skip asyncpg's reset round trip
             )
         except BaseException as exc:
             conn.terminate()
@@ -274,18 +279,38 @@ class Database:
     async def _commit(
         self, conn: asyncpg.Connection, jobs: list[_Pending], checkpoints: list[Checkpoint]
     ) -> tuple[set[str], list[tuple[bool, Any]]]:
+        """One group transaction. Jobs first run back to back without savepoints (two round
+        trips each saved); if one of them fails, the transaction is rolled back and run
+        again with each job in its own savepoint, so the failing one undoes only itself."""
+        if len(jobs) > 1 or (jobs and checkpoints):
+            try:
+                return await self._transaction(conn, jobs, checkpoints, savepoints=False)
+            except _JobFailed:
+                return await self._transaction(conn, jobs, checkpoints, savepoints=True)
+        return await self._transaction(conn, jobs, checkpoints, savepoints=False)
+
+    async def _transaction(
+        self,
+        conn: asyncpg.Connection,
+        jobs: list[_Pending],
+        checkpoints: list[Checkpoint],
+        *,
+        savepoints: bool,
+    ) -> tuple[set[str], list[tuple[bool, Any]]]:
         outcomes: list[tuple[bool, Any]] = []
         transaction = conn.transaction()
         await transaction.start()
         try:
             if any(j.events for j in jobs) or any(c.sends for c in checkpoints):
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", EVENTS_LOCK)
-            alone = len(jobs) == 1 and not checkpoints
             for job in jobs:
-                outcomes.append(await _run_job(conn, job, savepoint=not alone))
-            if alone and not outcomes[0][0]:
-                await transaction.rollback()  # the failed job left the transaction aborted
-                return set(), outcomes
+                outcome = await _run_job(conn, job, savepoint=savepoints)
+                if not outcome[0] and not savepoints:
+                    if len(jobs) > 1 or checkpoints:
+                        raise _JobFailed
+                    await transaction.rollback()  # a lone job: its error is the answer
+                    return set(), [outcome]
+                outcomes.append(outcome)
             lost = await write_checkpoints(conn, self.owner, checkpoints) if checkpoints else set()
             if self.commit_hook:
                 self.commit_hook("before_commit", [c.run_id for c in checkpoints])
@@ -390,6 +415,10 @@ class Database:
 
 
 async def _noop(conn: asyncpg.Connection) -> None:
+    return None
+
+
+async def _keep(conn: asyncpg.Connection) -> None:
     return None
 
 

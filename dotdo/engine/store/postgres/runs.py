@@ -82,28 +82,36 @@ def stored_run(row: Any) -> StoredRun:
 
 
 # ------------------------------------------------------------------------ creating
-async def create_run(db: Database, new: RunToCreate) -> StartOutcome:
+_CREATE = """
+WITH graph AS (
+    INSERT INTO graphs(hash, name, body, created_at, module)
+    SELECT $3, $11, $12::json, $10, $13 WHERE $14
+    ON CONFLICT (hash) DO NOTHING
+), made AS (
+    INSERT INTO runs(run_id, workflow, graph_hash, entity_id, status, node, state, input,
+        lease_owner, lease_until, lease_epoch, created_at, updated_at)
+    VALUES ($1, $2, $3, $4, 'running', $5, $6::json, $7::json, $8, $9, 1, $10, $10)
+    ON CONFLICT (run_id) DO NOTHING RETURNING 1
+)
+SELECT (SELECT count(*) FROM made) AS made, old.workflow, old.entity_id, old.input::text
+FROM (SELECT 1) AS one LEFT JOIN runs AS old ON old.run_id = $1
+"""
+"""A run (and its graph, the first time) in one round trip. The LEFT JOIN reads the
+statement's snapshot, so it finds only a run that existed before: the one to report."""
+
+
+async def create_run(db: Database, new: RunToCreate, graphs: set[str]) -> StartOutcome:
+    """`graphs`: hashes this store already wrote (their INSERT is skipped)."""
+
     async def job(conn: asyncpg.Connection) -> StartOutcome:
-        await conn.execute(
-            "INSERT INTO graphs(hash, name, body, created_at, module) "
-            "VALUES ($1, $2, $3::json, $4, $5) ON CONFLICT (hash) DO NOTHING",
-            new.graph_hash,
-            new.graph_name,
-            new.graph_body,
-            new.now,
-            new.module,
-        )
         if new.mac is not None:
             await conn.execute(
                 "INSERT INTO meta(key, value) VALUES ($1, $2) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 *new.mac,
             )
-        inserted = await conn.fetchval(
-            "INSERT INTO runs(run_id, workflow, graph_hash, entity_id, status, node, state, "
-            "input, lease_owner, lease_until, lease_epoch, created_at, updated_at) "
-            "VALUES ($1, $2, $3, $4, 'running', $5, $6::json, $7::json, $8, $9, 1, $10, $10) "
-            "ON CONFLICT (run_id) DO NOTHING RETURNING 1",
+        row = await conn.fetchrow(
+            _CREATE,
             new.run_id,
             new.workflow,
             new.graph_hash,
@@ -114,16 +122,19 @@ async def create_run(db: Database, new: RunToCreate) -> StartOutcome:
             db.owner,
             new.lease_until,
             new.now,
-        )
-        if inserted:
-            return StartOutcome(Lease(new.run_id, 1))
-        row = await conn.fetchrow(
-            "SELECT workflow, entity_id, input::text FROM runs WHERE run_id = $1", new.run_id
+            new.graph_name,
+            new.graph_body,
+            new.module,
+            new.graph_hash not in graphs,
         )
         assert row is not None
-        return StartOutcome(None, existing=(row[0], row[1], row[2]))
+        if row["made"]:
+            return StartOutcome(Lease(new.run_id, 1))
+        return StartOutcome(None, existing=(row[1], row[2], row[3]))
 
-    return await db.write(job)
+    outcome = await db.write(job)
+    graphs.add(new.graph_hash)  # committed: later runs of this graph skip its INSERT
+    return outcome
 
 
 # ------------------------------------------------------------------------- reading

@@ -59,6 +59,7 @@ class PostgresStore(Database):
             commit_hook=options.commit_hook,
         )
         self.path = self.where
+        self._graphs: set[str] = set()
 
     # ---------------------------------------------------------------------- meta
     async def get_meta(self, key: str) -> str | None:
@@ -73,7 +74,7 @@ class PostgresStore(Database):
 
     # ---------------------------------------------------------------------- runs
     async def create_run(self, new: RunToCreate) -> StartOutcome:
-        return await runs.create_run(self, new)
+        return await runs.create_run(self, new, self._graphs)
 
     async def load_run(self, run_id: str) -> StoredRun | None:
         return await runs.load_run(self, run_id)
