@@ -243,6 +243,15 @@ class Database:
             try:
                 conn = await self._connection()
                 lost, outcomes = await self._commit(conn, jobs, [c for c, _ in checkpoints])
+                self.batches += 1
+                self.committed += len(checkpoints)
+                if self.health.since is not None:
+                    self.health.succeeded()
+                if self.commit_hook:
+                    try:
+                        self.commit_hook("after_commit", [c.run_id for c, _ in checkpoints])
+                    except Exception:  # the commit stands: a hook's error cannot undo it
+                        self.health.hook_failed()
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:
@@ -259,15 +268,6 @@ class Database:
                 for pending in [j.future for j in jobs] + [f for _, f in checkpoints]:
                     _settle(pending, error=error)
                 continue
-            self.batches += 1
-            self.committed += len(checkpoints)
-            if self.health.since is not None:
-                self.health.succeeded()
-            if self.commit_hook:
-                try:
-                    self.commit_hook("after_commit", [c.run_id for c, _ in checkpoints])
-                except Exception:
-                    self.health.hook_failed()
             for job, (ok, value) in zip(jobs, outcomes, strict=True):
                 _settle(job.future, value=value if ok else None, error=None if ok else value)
             for cp, future in checkpoints:
