@@ -355,6 +355,10 @@ class Database:
                 async with pool.acquire() as conn:
                     return list(await conn.fetch(sql, *args))
             except Exception as exc:
+                if self._failed is not None:  # abandoned meanwhile (a simulated crash)
+                    raise self._failed from None
+                if self._closing:
+                    raise StoreError("the store is closed") from None
                 if not is_connection_loss(exc) or attempt == 2:
                     if is_connection_loss(exc):
                         raise StoreUnreachable(f"{self.where}: connection lost: {exc}") from exc
