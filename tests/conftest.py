@@ -9,6 +9,10 @@ PostgreSQL: `pg_url` gives a test a fresh schema of its own on the server at
 test. `make test` first tries to get a server (tests/pg_server.py). When there is none the
 PostgreSQL tests skip with the reason printed, except under CI=true, where they fail: a CI
 machine without its database must not pass by testing less.
+
+Store backends: `backend`, `store_location` and `open_store` (below) let a suite run once
+per backend: the store contract suite (tests/store_contract/) and the durability and
+hibernation-crash suites take their database from them.
 """
 
 from __future__ import annotations
@@ -16,11 +20,15 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pytest
 from pg_server import answers, server_url
+
+from dotdo.engine.store.factory import make_store
+from dotdo.engine.store.interface import Store, StoreOptions
 
 os.environ["COLUMNS"] = "200"
 
@@ -78,3 +86,47 @@ def pg_url(pg_server: str) -> Iterator[str]:
         yield with_schema(pg_server, schema)
     finally:
         asyncio.run(_admin(pg_server, f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+
+
+# ------------------------------------------------------------------- store backends
+# The store contract suite (tests/store_contract/) and the suites that take `store_location`
+# run once per backend. A backend is a name here plus two answers below: where a test's
+# fresh database lives, and how to open a `Store` on it. PostgreSQL adds "postgres" to
+# BACKENDS, returns a URL of a fresh database from `store_location`, and its `make_store`
+# branch opens it: nothing else in the suites changes.
+BACKENDS = ["sqlite", "postgres"]
+
+OpenStore = Callable[..., Awaitable[Store]]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def store_location(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """Where this test's (empty) database lives on `backend`: what `Engine(...)`, `--db` and
+    `make_store` take (PostgreSQL: a fresh schema, see `pg_url`)."""
+    if backend == "sqlite":
+        return str(tmp_path / "dotdo.db")
+    if backend == "postgres":
+        return str(request.getfixturevalue("pg_url"))
+    pytest.fail(f"no database location for backend {backend!r}")
+
+
+@pytest.fixture
+async def open_store(store_location: str) -> AsyncIterator[OpenStore]:
+    """Opens `Store`s on this test's database (one per owner, as engines would); closes
+    them all when the test ends."""
+    opened: list[Store] = []
+
+    async def open_one(owner: str = "owner-a", **options: object) -> Store:
+        store = make_store(store_location, StoreOptions(owner=owner, **options))  # type: ignore[arg-type]
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield open_one
+    for store in reversed(opened):
+        await store.close()

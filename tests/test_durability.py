@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import sqlite3
 import sys
 import threading
 import time
@@ -19,6 +18,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from backend_rows import expire_lease
 
 from dotdo import (
     DO,
@@ -92,9 +92,9 @@ class Idem(DO):
         return x
 
 
-async def test_start_is_idempotent_by_run_id(tmp_path: Path) -> None:
+async def test_start_is_idempotent_by_run_id(store_location: str) -> None:
     WORK.clear()
-    async with Engine(tmp_path / "db.sqlite") as engine:
+    async with Engine(store_location) as engine:
         first = await engine.start(Idem.one, 1, run_id="idem")
         again = await engine.start(Idem.one, 1, run_id="idem")  # while the first is running
         assert again.run_id == first.run_id == "idem"
@@ -106,15 +106,15 @@ async def test_start_is_idempotent_by_run_id(tmp_path: Path) -> None:
         assert WORK == [("idem", 1)]
         assert [r.key for r in await engine.journal("idem")] == ["work"]
         assert len(await engine.runs()) == 1
-    async with Engine(tmp_path / "db.sqlite") as engine:
+    async with Engine(store_location) as engine:
         engine.register(Idem)
         fourth = await engine.start(Idem.one, 1, run_id="idem")
         assert await fourth.result(timeout=5) == 20
     assert WORK == [("idem", 1)]
 
 
-async def test_start_refuses_a_run_id_of_another_workflow(tmp_path: Path) -> None:
-    async with Engine(tmp_path / "db.sqlite") as engine:
+async def test_start_refuses_a_run_id_of_another_workflow(store_location: str) -> None:
+    async with Engine(store_location) as engine:
         handle = await engine.start(Idem.one, 1, run_id="taken")
         await handle.result(timeout=5)
         with pytest.raises(DotdoError, match="taken"):
@@ -169,11 +169,11 @@ async def _waiting_until(engine: Engine, run_id: str, attempts: int) -> float:
     return info.wake_at.timestamp()
 
 
-async def test_retries_back_off_exponentially_on_durable_timers(tmp_path: Path) -> None:
+async def test_retries_back_off_exponentially_on_durable_timers(store_location: str) -> None:
     ATTEMPTS.clear()
     clock = VirtualClock()
     t0 = clock.now()
-    async with Engine(tmp_path / "db.sqlite", clock=clock) as engine:
+    async with Engine(store_location, clock=clock) as engine:
         handle = await engine.start(Backoff.go, run_id="bo")
         assert await _waiting_until(engine, "bo", 1) == pytest.approx(t0 + 2.0)
         clock.advance(1.9)  # not due yet: nothing runs
@@ -193,10 +193,10 @@ async def test_retries_back_off_exponentially_on_durable_timers(tmp_path: Path) 
 
 
 async def test_crash_while_waiting_for_a_retry_then_a_fresh_engine_finishes(
-    tmp_path: Path,
+    store_location: str,
 ) -> None:
     ATTEMPTS.clear()
-    db = tmp_path / "db.sqlite"
+    db = store_location
     clock = VirtualClock()
     t0 = clock.now()
     # Boundaries of attempt 1: before_step, after_step, before_commit, after_commit (the
@@ -227,9 +227,9 @@ async def test_crash_while_waiting_for_a_retry_then_a_fresh_engine_finishes(
     assert {key for *_, key in ATTEMPTS} == {"bo:shaky"}
 
 
-async def test_permanent_error_skips_retries(tmp_path: Path) -> None:
+async def test_permanent_error_skips_retries(store_location: str) -> None:
     ATTEMPTS.clear()
-    async with Engine(tmp_path / "db.sqlite") as engine:
+    async with Engine(store_location) as engine:
         handle = await engine.start(Backoff.give_up, run_id="perm")
         with pytest.raises(RunFailed) as failed:
             await handle.result(timeout=5)
@@ -258,8 +258,8 @@ class Slow(DO):
         return await self.do(self.gateway, retries=0, step_id="gateway")
 
 
-async def test_step_timeout(tmp_path: Path) -> None:
-    async with Engine(tmp_path / "db.sqlite") as engine:
+async def test_step_timeout(store_location: str) -> None:
+    async with Engine(store_location) as engine:
         started = time.monotonic()
         handle = await engine.start(Slow.slow, run_id="slow")
         with pytest.raises(RunFailed) as failed:
@@ -271,8 +271,8 @@ async def test_step_timeout(tmp_path: Path) -> None:
     assert [(r.key, r.status, r.attempts) for r in journal] == [("crawl", "failed", 1)]
 
 
-async def test_a_steps_own_timeout_error_is_not_a_step_timeout(tmp_path: Path) -> None:
-    async with Engine(tmp_path / "db.sqlite") as engine:
+async def test_a_steps_own_timeout_error_is_not_a_step_timeout(store_location: str) -> None:
+    async with Engine(store_location) as engine:
         handle = await engine.start(Slow.own_timeout, run_id="gw")
         with pytest.raises(RunFailed) as failed:
             await handle.result(timeout=5)
@@ -319,9 +319,9 @@ class Mailer(DO):
         return await self.try_(self.broken, "x")
 
 
-async def test_try_runs_once(tmp_path: Path) -> None:
+async def test_try_runs_once(store_location: str) -> None:
     SENT.clear()
-    async with Engine(tmp_path / "db.sqlite") as engine:
+    async with Engine(store_location) as engine:
         assert await (await engine.start(Mailer.mail, run_id="m")).result(timeout=5) == "sent"
         rows = [(r.key, r.status, r.attempts) for r in await engine.journal("m")]
         handle = await engine.start(Mailer.mail_broken, run_id="b")
@@ -333,19 +333,20 @@ async def test_try_runs_once(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("crash", "ran_before_crash"),
+    ("point", "ran_before_crash"),
     [
-        (CrashAt(1, points=("before_step",)), False),  # started row committed, not yet run
-        (CrashAt(1, points=("after_commit",)), False),  # right after the "started" commit
-        (CrashAt(1, points=("after_step",)), True),  # ran, outcome not recorded
+        ("before_step", False),  # started row committed, not yet run
+        ("after_commit", False),  # right after the "started" commit
+        ("after_step", True),  # ran, outcome not recorded
     ],
     ids=["before_step", "after_started_commit", "after_step"],
 )
 async def test_try_interrupted_by_a_crash_is_failed_not_rerun(
-    tmp_path: Path, crash: CrashAt, ran_before_crash: bool
+    store_location: str, point: str, ran_before_crash: bool
 ) -> None:
+    crash = CrashAt(1, points=(point,))  # a fresh one per backend: a CrashAt fires once
     SENT.clear()
-    db = tmp_path / "db.sqlite"
+    db = store_location
     async with Engine(db, faults=crash) as engine:
         handle = await engine.start(Mailer.mail, run_id="m")
         with pytest.raises(SimulatedCrash):
@@ -364,9 +365,9 @@ async def test_try_interrupted_by_a_crash_is_failed_not_rerun(
     assert isinstance(rows["notify"].error, StepInterrupted)
 
 
-async def test_step_interrupted_can_be_caught_by_the_workflow(tmp_path: Path) -> None:
+async def test_step_interrupted_can_be_caught_by_the_workflow(store_location: str) -> None:
     SENT.clear()
-    db = tmp_path / "db.sqlite"
+    db = store_location
     async with Engine(db, faults=CrashAt(1, points=("after_step",))) as engine:
         handle = await engine.start(Mailer.mail_tolerant, run_id="t")
         with pytest.raises(SimulatedCrash):
@@ -646,10 +647,10 @@ async def _orphans(db: Path, count: int) -> list[str]:
     return run_ids
 
 
-async def test_two_engines_never_advance_the_same_run(tmp_path: Path) -> None:
+async def test_two_engines_never_advance_the_same_run(store_location: str) -> None:
     STEP_RUNS.clear()
     GATE.clear()
-    db = tmp_path / "db.sqlite"
+    db = store_location
     run_ids = await _orphans(db, 20)
     assert sum(STEP_RUNS.values()) == 0
     a, b = Engine(db).register(Leased), Engine(db).register(Leased)
@@ -670,12 +671,12 @@ async def test_two_engines_never_advance_the_same_run(tmp_path: Path) -> None:
 
 
 async def test_a_live_lease_is_respected_then_a_crashed_owner_is_taken_over(
-    tmp_path: Path,
+    store_location: str,
 ) -> None:
     STEP_RUNS.clear()
     GATE.clear()
     GATE["gate"] = asyncio.Event()  # every step blocks until the gate opens
-    db = tmp_path / "db.sqlite"
+    db = store_location
     run_ids = [f"R{i}" for i in range(5)]
     crash = CrashAt(0, points=("after_step",))
     a = Engine(db, faults=crash).register(Leased)
@@ -732,14 +733,14 @@ class Stall(DO):
 
 
 async def test_a_stalled_owner_cannot_commit_after_its_lease_was_taken_over(
-    tmp_path: Path,
+    store_location: str,
 ) -> None:
     """A stalls past its lease; B takes the run over and finishes it; then A's step returns.
     A's late commit must be refused (LeaseLost): the outbox holds the event once."""
     STEP_RUNS.clear()
     GATE.clear()
     GATE["gate"] = asyncio.Event()
-    db = tmp_path / "db.sqlite"
+    db = store_location
     a, b = Engine(db).register(Stall), Engine(db).register(Stall)
     await a.open()
     await b.open()
@@ -747,9 +748,7 @@ async def test_a_stalled_owner_cannot_commit_after_its_lease_was_taken_over(
         await a.start(Stall.go, run_id="s")
         await eventually(lambda: _ready(lambda: bool(STEP_RUNS)), what="A's step in flight")
         # A stalls longer than its lease TTL: simulate it by letting the lease run out.
-        with sqlite3.connect(db) as conn:
-            conn.execute("UPDATE runs SET lease_until = 0 WHERE run_id = 's'")
-        conn.close()
+        await expire_lease(db, "s")
         assert await b.recover() == ["s"]
         assert await b.handle("s").result(timeout=5) == "done"
         GATE["gate"].set()  # A wakes up and tries to commit the same run
@@ -811,9 +810,9 @@ def _line_of(marker: str) -> int:
     raise AssertionError(marker)
 
 
-async def test_unstorable_local_fails_the_run_naming_it(tmp_path: Path) -> None:
+async def test_unstorable_local_fails_the_run_naming_it(store_location: str) -> None:
     STORED.clear()
-    async with Engine(tmp_path / "db.sqlite") as engine:
+    async with Engine(store_location) as engine:
         handle = await engine.start(Unstorable.holds_lock, run_id="lock")
         with pytest.raises(RunFailed) as failed:
             await handle.result(timeout=5)
@@ -827,10 +826,10 @@ async def test_unstorable_local_fails_the_run_naming_it(tmp_path: Path) -> None:
 
 
 async def test_no_step_runs_after_the_run_failed_on_an_unstorable_local(
-    tmp_path: Path,
+    store_location: str,
 ) -> None:
     STORED.clear()
-    async with Engine(tmp_path / "db.sqlite") as engine:
+    async with Engine(store_location) as engine:
         handle = await engine.start(Unstorable.holds_lock, run_id="lock")
         with pytest.raises(RunFailed):
             await handle.result(timeout=5)
@@ -842,8 +841,8 @@ async def test_no_step_runs_after_the_run_failed_on_an_unstorable_local(
     assert journal in ([], [("first", "completed")]), journal
 
 
-async def test_step_raising_unstorable_exception_fails_cleanly(tmp_path: Path) -> None:
-    async with Engine(tmp_path / "db.sqlite") as engine:
+async def test_step_raising_unstorable_exception_fails_cleanly(store_location: str) -> None:
+    async with Engine(store_location) as engine:
         handle = await engine.start(Unstorable.raises_odd, run_id="odd")
         with pytest.raises(RunFailed) as failed:
             await handle.result(timeout=5)
@@ -856,9 +855,9 @@ async def test_step_raising_unstorable_exception_fails_cleanly(tmp_path: Path) -
     assert rows == [("odd", "failed")]
 
 
-async def test_step_returning_unstorable_value_fails_cleanly(tmp_path: Path) -> None:
+async def test_step_returning_unstorable_value_fails_cleanly(store_location: str) -> None:
     STORED.clear()
-    async with Engine(tmp_path / "db.sqlite") as engine:
+    async with Engine(store_location) as engine:
         handle = await engine.start(Unstorable.returns_odd, run_id="odd")
         with pytest.raises(RunFailed) as failed:
             await handle.result(timeout=5)
@@ -887,10 +886,10 @@ class Cancellable(DO):
         return await self.flaky()
 
 
-async def test_cancel_a_run_waiting_on_a_retry_timer(tmp_path: Path) -> None:
+async def test_cancel_a_run_waiting_on_a_retry_timer(store_location: str) -> None:
     ATTEMPTS.clear()
     clock = VirtualClock()
-    async with Engine(tmp_path / "db.sqlite", clock=clock) as engine:
+    async with Engine(store_location, clock=clock) as engine:
         handle = await engine.start(Cancellable.go, run_id="c")
         await _waiting_until(engine, "c", 1)
         info = await engine.cancel("c")
@@ -903,15 +902,15 @@ async def test_cancel_a_run_waiting_on_a_retry_timer(tmp_path: Path) -> None:
             await handle.result(timeout=5)
         assert failed.value.status == "cancelled"
     # Not even a fresh engine long after resumes it.
-    async with Engine(tmp_path / "db.sqlite", clock=VirtualClock(clock.now() + 86400)) as engine:
+    async with Engine(store_location, clock=VirtualClock(clock.now() + 86400)) as engine:
         engine.register(Cancellable)
         await settle()
         assert (await engine.get_run("c")).status == "cancelled"
     assert len(ATTEMPTS) == 1
 
 
-async def test_cancel_a_finished_run_is_refused(tmp_path: Path) -> None:
-    async with Engine(tmp_path / "db.sqlite") as engine:
+async def test_cancel_a_finished_run_is_refused(store_location: str) -> None:
+    async with Engine(store_location) as engine:
         handle = await engine.start(Idem.other, 5, run_id="done")
         assert await handle.result(timeout=5) == 5
         with pytest.raises(DotdoError):
@@ -943,9 +942,9 @@ class Saga(DO):
         await self.explode()
 
 
-async def test_failed_compensation_fails_the_run(tmp_path: Path) -> None:
+async def test_failed_compensation_fails_the_run(store_location: str) -> None:
     UNDONE.clear()
-    async with Engine(tmp_path / "db.sqlite") as engine:
+    async with Engine(store_location) as engine:
         handle = await engine.start(Saga.go, run_id="saga")
         with pytest.raises(RunFailed) as failed:
             await handle.result(timeout=5)
@@ -974,8 +973,8 @@ class Batch(DO):
         return x
 
 
-async def test_group_commit_batches_concurrent_checkpoints(tmp_path: Path) -> None:
-    async with Engine(tmp_path / "db.sqlite") as engine:
+async def test_group_commit_batches_concurrent_checkpoints(store_location: str) -> None:
+    async with Engine(store_location) as engine:
         handles = await asyncio.gather(
             *(engine.start(Batch.five, run_id=f"g{i}") for i in range(50))
         )
@@ -999,11 +998,11 @@ class Capped(DO):
         return await self.flaky()
 
 
-async def test_retry_delay_is_capped_by_max_delay(tmp_path: Path) -> None:
+async def test_retry_delay_is_capped_by_max_delay(store_location: str) -> None:
     ATTEMPTS.clear()
     clock = VirtualClock()
     t0 = clock.now()
-    async with Engine(tmp_path / "db.sqlite", clock=clock) as engine:
+    async with Engine(store_location, clock=clock) as engine:
         handle = await engine.start(Capped.go, run_id="cap")
         assert await _waiting_until(engine, "cap", 1) == pytest.approx(t0 + 100.0)
         clock.advance(100.0)
@@ -1030,9 +1029,9 @@ class Graceful(DO):
         return a + b + c
 
 
-async def test_graceful_close_mid_run_then_resume_runs_each_step_once(tmp_path: Path) -> None:
+async def test_graceful_close_mid_run_then_resume_runs_each_step_once(store_location: str) -> None:
     TICKS.clear()
-    db = tmp_path / "db.sqlite"
+    db = store_location
     async with Engine(db) as engine:
         await engine.start(Graceful.three, run_id="g")
         await eventually(lambda: _ready(lambda: TICKS == ["a"]), what="step a in flight")
@@ -1049,9 +1048,9 @@ async def test_graceful_close_mid_run_then_resume_runs_each_step_once(tmp_path: 
     assert keys == ["a", "b", "c"]
 
 
-async def test_cancel_a_run_in_flight_stops_it_at_the_next_boundary(tmp_path: Path) -> None:
+async def test_cancel_a_run_in_flight_stops_it_at_the_next_boundary(store_location: str) -> None:
     TICKS.clear()
-    async with Engine(tmp_path / "db.sqlite") as engine:
+    async with Engine(store_location) as engine:
         handle = await engine.start(Graceful.three, run_id="c")
         await eventually(lambda: _ready(lambda: TICKS == ["a"]), what="step a in flight")
         await engine.cancel("c")
@@ -1064,9 +1063,9 @@ async def test_cancel_a_run_in_flight_stops_it_at_the_next_boundary(tmp_path: Pa
     assert keys in ([], [("a", "completed")])
 
 
-async def test_waiting_for_a_result_does_not_accumulate_futures(tmp_path: Path) -> None:
+async def test_waiting_for_a_result_does_not_accumulate_futures(store_location: str) -> None:
     clock = VirtualClock()
-    async with Engine(tmp_path / "db.sqlite", clock=clock) as engine:
+    async with Engine(store_location, clock=clock) as engine:
         await engine.start(Cancellable.go, run_id="slow")  # parks on a 60 s retry timer
         with pytest.raises(TimeoutError):
             await engine.handle("slow").result(timeout=1.2)

@@ -124,15 +124,13 @@ async def _until_waiting(engine: Engine, run_id: str) -> None:
 
 
 async def _check_once(engine: Engine, run_id: str, keys: list[str]) -> None:
-    rows = await engine.store.fetch(
-        "SELECT step_key, status FROM steps WHERE run_id = ? ORDER BY seq", (run_id,)
-    )
-    assert [r["step_key"] for r in rows] == keys
-    assert all(r["status"] == "completed" for r in rows)
+    rows = await engine.journal(run_id)
+    assert [r.key for r in rows] == keys
+    assert all(r.status == "completed" for r in rows)
 
 
-async def test_crash_while_waiting_then_decide(tmp_path: Path) -> None:
-    db, clock = tmp_path / "app.db", VirtualClock()
+async def test_crash_while_waiting_then_decide(store_location: str) -> None:
+    db, clock = store_location, VirtualClock()
     engine = _engine(db, clock, _bomb_fault())
     async with engine:
         await engine.start(Flow.purchase, 500.0, run_id="po")
@@ -159,11 +157,11 @@ async def test_crash_while_waiting_then_decide(tmp_path: Path) -> None:
     ],
 )
 async def test_crash_after_decision_before_resume(
-    tmp_path: Path, point: str, nth: int, pay_runs: int
+    store_location: str, point: str, nth: int, pay_runs: int
 ) -> None:
     """The decision commits (and claims the run) inside approve(). The resumed run commits the
     outcome first (commit #0), then runs `pay` and commits it (commit #1); crash at each."""
-    db, clock = tmp_path / "app.db", VirtualClock()
+    db, clock = store_location, VirtualClock()
     async with _engine(db, clock) as engine:
         await engine.start(Flow.purchase, 500.0, run_id="po")
         await _until_waiting(engine, "po")
@@ -194,10 +192,10 @@ async def test_crash_after_decision_before_resume(
     assert executed == Counter(reserve=1, pay=pay_runs)
 
 
-async def test_crash_right_after_approve_returns(tmp_path: Path) -> None:
+async def test_crash_right_after_approve_returns(store_location: str) -> None:
     """approve() returns once the decision is durable; killing the process at that moment
     (before the resumed run reaches any boundary) loses nothing."""
-    db, clock = tmp_path / "app.db", VirtualClock()
+    db, clock = store_location, VirtualClock()
     engine = _engine(db, clock, _bomb_fault())
     async with engine:
         await engine.start(Flow.purchase, 900.0, run_id="po")
@@ -216,8 +214,8 @@ async def test_crash_right_after_approve_returns(tmp_path: Path) -> None:
     assert executed == Counter(reserve=1, pay=1)
 
 
-async def test_crash_after_rejection(tmp_path: Path) -> None:
-    db, clock = tmp_path / "app.db", VirtualClock()
+async def test_crash_after_rejection(store_location: str) -> None:
+    db, clock = store_location, VirtualClock()
     async with _engine(db, clock) as engine:
         await engine.start(Flow.purchase, 500.0, run_id="po")
         await _until_waiting(engine, "po")
@@ -239,8 +237,8 @@ async def test_crash_after_rejection(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("point", ["before_step", "after_step", "before_commit"])
-async def test_crash_after_expiry_before_checkpoint(tmp_path: Path, point: str) -> None:
-    db, clock = tmp_path / "app.db", VirtualClock()
+async def test_crash_after_expiry_before_checkpoint(store_location: str, point: str) -> None:
+    db, clock = store_location, VirtualClock()
     fault = CrashAt(0, points=(point,), run_id="po")
     async with _engine(db, clock) as engine:
         await engine.start(Flow.purchase, 500.0, run_id="po")
@@ -258,8 +256,8 @@ async def test_crash_after_expiry_before_checkpoint(tmp_path: Path, point: str) 
 
 
 @pytest.mark.parametrize("point", ["before_step", "after_step", "before_commit", "after_commit"])
-async def test_crash_between_timer_firing_and_checkpoint(tmp_path: Path, point: str) -> None:
-    db, clock = tmp_path / "app.db", VirtualClock()
+async def test_crash_between_timer_firing_and_checkpoint(store_location: str, point: str) -> None:
+    db, clock = store_location, VirtualClock()
     async with _engine(db, clock) as engine:
         await engine.start(Flow.nap, 2, run_id="nap")
         await _until_waiting(engine, "nap")
@@ -280,10 +278,10 @@ async def test_crash_between_timer_firing_and_checkpoint(tmp_path: Path, point: 
 
 
 @pytest.mark.parametrize("point", ["before_step", "after_step", "before_commit"])
-async def test_crash_after_event_delivery(tmp_path: Path, point: str) -> None:
+async def test_crash_after_event_delivery(store_location: str, point: str) -> None:
     """The event is recorded for the run before it resumes: after the crash it resumes with
     that same event (not a later one), and its own send is written once."""
-    db, clock = tmp_path / "app.db", VirtualClock()
+    db, clock = store_location, VirtualClock()
     async with _engine(db, clock) as engine:
         await engine.start(Flow.order, "A", run_id="o")
         await _until_waiting(engine, "o")
@@ -352,8 +350,8 @@ async def test_every_crash_point_of_an_approval_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("point", [None, "before_commit", "after_commit"])
-async def test_crash_around_a_cascade_human_tier(tmp_path: Path, point: str | None) -> None:
-    db, clock = tmp_path / "app.db", VirtualClock()
+async def test_crash_around_a_cascade_human_tier(store_location: str, point: str | None) -> None:
+    db, clock = store_location, VirtualClock()
     engine = _engine(db, clock, _bomb_fault())
     async with engine:
         await engine.start(Flow.categorize, "invoice", run_id="c")

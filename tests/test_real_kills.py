@@ -34,12 +34,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import aiosqlite
 import pytest
 
-import dotdo.engine.engine as engine_module
 from dotdo import DO, Engine, PermanentError, StepInterrupted, step, workflow
-from dotdo.engine.leases import renew
+from dotdo.engine.store.sqlite import SqliteStore
 
 WORKERS = Path(__file__).resolve().parent / "_workers"
 if str(WORKERS) not in sys.path:
@@ -383,14 +381,16 @@ async def test_a_failed_lease_renewal_does_not_end_renewals(
     while their runs were still being advanced, and another process took them over."""
     renewals = 0
 
-    async def flaky(conn: aiosqlite.Connection, *, owner: str, ttl: float) -> list[str]:
+    renew = SqliteStore.renew_leases
+
+    async def flaky(store: SqliteStore, ttl: float) -> list[str]:
         nonlocal renewals
         renewals += 1
         if renewals == 1:
             raise sqlite3.OperationalError("database is locked")
-        return await renew(conn, owner=owner, ttl=ttl)
+        return await renew(store, ttl)
 
-    monkeypatch.setattr(engine_module, "renew", flaky)
+    monkeypatch.setattr(SqliteStore, "renew_leases", flaky)
     monkeypatch.setattr(_Slow, "calls", 0)
     db = tmp_path / "lease.db"
     async with Engine(db, lease_seconds=0.6) as first:

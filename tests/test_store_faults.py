@@ -775,7 +775,7 @@ async def test_losing_the_lease_while_resuming_does_not_mark_the_run_unloadable(
             await engine.store.execute("UPDATE runs SET lease_owner = 'elsewhere:1:x'")
             return "park"
 
-        monkeypatch.setattr(engine, "_resolution", stolen)
+        monkeypatch.setattr(engine.waits, "resolution", stolen)
         await engine.store.execute(
             "UPDATE runs SET status = 'running', lease_owner = ? WHERE run_id = 'n'",
             (engine.owner,),

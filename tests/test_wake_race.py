@@ -30,7 +30,7 @@ class Waiter(DO):
 async def test_event_delivered_while_the_parking_task_ends(tmp_path: Path) -> None:
     async with Engine(tmp_path / "race.db") as engine:
         engine.register(Waiter)
-        poke = engine._poke
+        poke = engine.waits._poke
         raced: list[str] = []
 
         async def racing_poke(run_id: str, key: str) -> None:
@@ -38,10 +38,10 @@ async def test_event_delivered_while_the_parking_task_ends(tmp_path: Path) -> No
             assert run_id in engine._active
             raced.append(run_id)
             await engine.send("go", {"n": 21})
-            await engine._dispatch()  # delivers to the wait and wakes the run, right now
+            await engine.waits.dispatch()  # delivers to the wait and wakes the run, right now
             await poke(run_id, key)
 
-        engine._poke = racing_poke  # type: ignore[method-assign]
+        engine.waits._poke = racing_poke  # type: ignore[method-assign]
         handle = await engine.start(Waiter.wf, run_id="r")
         result: Any = await handle.result(timeout=10)
     assert raced == ["r"]

@@ -22,6 +22,9 @@ class StepContext:
     engine: Any = field(default=None, repr=False, compare=False)
     """The engine running the step: how a cross-DO call made inside it finds its way (the
     engine is not handed to the instances it creates, and nothing inspects frames)."""
+    epoch: int | None = field(default=None, repr=False, compare=False)
+    """The lease epoch the engine runs the step under: what the step queues for other
+    entities is fenced by it, as the run's own writes are."""
 
     @property
     def idempotency_key(self) -> str:

@@ -17,13 +17,12 @@ import random
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dotdo.compiler.codegen import Program
 from dotdo.engine import serde
-from dotdo.engine.clock import Clock
 from dotdo.engine.context import StepContext, enter_step, leave_step
-from dotdo.engine.faults import StoreFaults, is_store_fault
+from dotdo.engine.faults import is_store_fault
 from dotdo.engine.interpreter import (
     Call,
     Event,
@@ -39,11 +38,14 @@ from dotdo.engine.interpreter import (
     advance,
 )
 from dotdo.engine.state import dump_error, encode_state
-from dotdo.engine.store.interface import Checkpoint, JournalRow, Lease, NewApproval, Store
+from dotdo.engine.store.interface import Checkpoint, JournalRow, Lease, NewApproval
 from dotdo.engine.workflow import Workflow
 from dotdo.errors import DotdoError, LeaseLost, SerializationError, StepInterrupted, StepTimeout
 
-__all__ = ["FaultHook", "RunDriver"]
+if TYPE_CHECKING:
+    from dotdo.engine.shell import Shell
+
+__all__ = ["ActiveRun", "FaultHook", "RunDriver"]
 
 log = logging.getLogger("dotdo.engine")
 
@@ -55,7 +57,7 @@ FaultHook = Callable[[str, str], None]
 _FINAL = {"completed": "completed", "failed": "failed", "compensated": "compensated"}
 
 
-class _Run:
+class ActiveRun:
     """A run this engine is advancing right now (in memory only while it is runnable)."""
 
     def __init__(
@@ -79,78 +81,50 @@ class _Run:
         self.cancel = False
 
 
-class RunDriver(StoreFaults):
-    """The part of the engine that advances runs; `Engine` adds the API and background work."""
+class RunDriver:
+    """The part of the engine that advances runs: it performs the interpreter's commands
+    and commits each transition (see the module docstring)."""
 
-    clock: Clock
-    faults: FaultHook | None
-    loop_budget: int
-    """Graph nodes (and plain .flow loop iterations) a run may go through between two
-    durable operations (see dotdo.compiler.loop_budget)."""
-    _active: dict[str, asyncio.Task[None]]
-    _runs: dict[str, _Run]
-    _waiters: dict[str, list[asyncio.Future[None]]]
-    _kick: asyncio.Event
-    _closing: bool
-    _crashed: BaseException | None
-    _resume_after: set[str]
-    """Runs woken (an event, a decision) while their task was still ending after it parked:
-    that task resumes them as it ends, or nothing would drive them until a restart."""
-    _dying: BaseException | None = None
-    """Set the moment a fault hook kills this engine, before `_crash` has run: from then on
-    no step starts, as none would in a process that died at that boundary."""
+    def __init__(self, shell: Shell) -> None:
+        self.shell = shell
 
-    @property
-    def store(self) -> Store:
-        raise NotImplementedError
-
-    async def _crash(self, error: BaseException) -> None:
-        raise NotImplementedError
-
-    async def _resume(self, run_id: str) -> None:
-        raise NotImplementedError
-
-    async def _withdraw_approvals(self, run_id: str) -> None:
-        raise NotImplementedError
-
-    async def _suspend(
-        self, run: _Run, t: Transition, journal: list[JournalRow], sends: list[tuple[str, Any]]
-    ) -> tuple[Event, JournalRow] | None:
-        raise NotImplementedError
-
-    def _commit_hook(self, point: str, run_ids: Iterable[str]) -> None:
+    def commit_hook(self, point: str, run_ids: Iterable[str]) -> None:
         for run_id in run_ids:
             self._fault(point, run_id)
 
     def _fault(self, point: str, run_id: str) -> None:
-        if self._dying is not None:
-            raise self._dying
-        if self.faults:
+        if self.shell._dying is not None:
+            raise self.shell._dying
+        if self.shell.faults:
             try:
-                self.faults(point, run_id)
+                self.shell.faults(point, run_id)
             except BaseException as death:
                 if not isinstance(death, Exception):  # a simulated process death
-                    self._dying = death
+                    self.shell._dying = death
                 raise
 
-    def _spawn(
+    def spawn(
         self,
-        run: _Run,
+        run: ActiveRun,
         event: Event,
         *,
         recovered: bool = False,
         journal: list[JournalRow] | None = None,
     ) -> None:
-        if self._closing or self._crashed is not None or run.run_id in self._active:
+        if (
+            self.shell._closing
+            or self.shell._crashed is not None
+            or run.run_id in self.shell._active
+        ):
             return
         task = asyncio.create_task(
             self._guard(run, event, recovered, journal), name=f"dotdo-run-{run.run_id}"
         )
-        self._active[run.run_id] = task
-        self._runs[run.run_id] = run
+        self.shell._active[run.run_id] = task
+        self.shell._runs[run.run_id] = run
 
     async def _guard(
-        self, run: _Run, event: Event, recovered: bool, journal: list[JournalRow] | None
+        self, run: ActiveRun, event: Event, recovered: bool, journal: list[JournalRow] | None
     ) -> None:
         failure: Exception | None = None
         try:
@@ -164,32 +138,32 @@ class RunDriver(StoreFaults):
             if not is_store_fault(exc):  # a store fault is logged once, by the store
                 log.exception("engine error while advancing run %s; retrying it", run.run_id)
         except BaseException as crash:
-            await self._crash(crash)
+            await self.shell._crash(crash)
         finally:
-            self._active.pop(run.run_id, None)
-            self._runs.pop(run.run_id, None)
+            self.shell._active.pop(run.run_id, None)
+            self.shell._runs.pop(run.run_id, None)
         if failure is not None:
             # Nothing after the last commit was stored: drive the run again from there.
-            self._retry_later(run.run_id, failure)
+            self.shell.retries.retry_later(run.run_id, failure)
             return
-        if self._faulted:
-            self._faulted.pop(run.run_id, None)
-        if run.run_id in self._resume_after:
-            self._resume_after.discard(run.run_id)
-            if not self._closing and self._crashed is None:
+        if self.shell._faulted:
+            self.shell._faulted.pop(run.run_id, None)
+        if run.run_id in self.shell._resume_after:
+            self.shell._resume_after.discard(run.run_id)
+            if not self.shell._closing and self.shell._crashed is None:
                 try:
-                    await self._resume(run.run_id)
+                    await self.shell._resume(run.run_id)
                 except Exception as exc:  # _resume handles store faults itself: a bug
                     log.exception("could not resume woken run %s; retrying", run.run_id)
-                    self._retry_later(run.run_id, exc)
+                    self.shell.retries.retry_later(run.run_id, exc)
                 except BaseException as crash:
-                    await self._crash(crash)
+                    await self.shell._crash(crash)
 
     async def _drive(
-        self, run: _Run, event: Event, recovered: bool, journal: list[JournalRow] | None = None
+        self, run: ActiveRun, event: Event, recovered: bool, journal: list[JournalRow] | None = None
     ) -> None:
-        now = self.clock.now()
-        t = advance(run.program, run.instance, run.state, event, now, self.loop_budget)
+        now = self.shell.clock.now()
+        t = advance(run.program, run.instance, run.state, event, now, self.shell.loop_budget)
         sends = list(t.sends)
         journal = list(journal or [])
         first = recovered
@@ -199,23 +173,28 @@ class RunDriver(StoreFaults):
                 await self._finish_cancelled(run, journal, sends)
                 return
             if isinstance(command, Suspend):
-                resolved = await self._suspend(run, t, journal, sends)
+                resolved = await self.shell.waits.suspend(run, t, journal, sends)
                 journal, sends = [], []
                 if resolved is None:
                     return
                 event, row = resolved
                 journal = [row]
                 t = advance(
-                    run.program, run.instance, t.state, event, self.clock.now(), self.loop_budget
+                    run.program,
+                    run.instance,
+                    t.state,
+                    event,
+                    self.shell.clock.now(),
+                    self.shell.loop_budget,
                 )
                 sends.extend(t.sends)
                 continue
             if journal or isinstance(command, Wait | Finish):
-                ended = await self._commit(run, t, journal, sends)
+                ended = await self.commit(run, t, journal, sends)
                 journal, sends = [], []
                 if ended:
                     return
-            if self._closing:
+            if self.shell._closing:
                 return
             if isinstance(command, Record):
                 value = self._record(command.what)
@@ -226,7 +205,7 @@ class RunDriver(StoreFaults):
                         1,
                         value=serde.dumps(value),
                         seq=run.steps_done + 1,
-                        finished_at=self.clock.now(),
+                        finished_at=self.shell.clock.now(),
                     )
                 ]
                 run.steps_done += 1
@@ -235,8 +214,8 @@ class RunDriver(StoreFaults):
                     run.instance,
                     t.state,
                     Recorded(value),
-                    self.clock.now(),
-                    self.loop_budget,
+                    self.shell.clock.now(),
+                    self.shell.loop_budget,
                 )
             else:
                 assert isinstance(command, Call)
@@ -245,15 +224,20 @@ class RunDriver(StoreFaults):
                 if row.status == "completed":
                     run.steps_done += 1
                 t = advance(
-                    run.program, run.instance, t.state, outcome, self.clock.now(), self.loop_budget
+                    run.program,
+                    run.instance,
+                    t.state,
+                    outcome,
+                    self.shell.clock.now(),
+                    self.shell.loop_budget,
                 )
             first = False
             sends.extend(t.sends)
 
     async def _call(
-        self, run: _Run, t: Transition, call: Call, *, check_started: bool
+        self, run: ActiveRun, t: Transition, call: Call, *, check_started: bool
     ) -> tuple[Event, JournalRow]:
-        started = self.clock.now()
+        started = self.shell.clock.now()
         if call.mode == "try":
             if check_started and await self._was_started(run.run_id, call.key):
                 error = StepInterrupted(
@@ -262,11 +246,11 @@ class RunDriver(StoreFaults):
                 )
                 return StepErr(error), self._failed_row(call, error, started)
             row = JournalRow(call.key, "started", call.attempt, started_at=started)
-            await self.store.checkpoint(self._checkpoint(run, "running", journal=[row]))
+            await self.shell.store.checkpoint(self.checkpoint(run, "running", journal=[row]))
         self._fault("before_step", run.run_id)
-        outcome = await self._execute(run.run_id, call)
+        outcome = await self._execute(run.run_id, call, run.lease.epoch)
         self._fault("after_step", run.run_id)
-        finished = self.clock.now()
+        finished = self.shell.clock.now()
         if isinstance(outcome, StepOk):
             try:
                 value = serde.dumps(outcome.value)
@@ -294,14 +278,16 @@ class RunDriver(StoreFaults):
             call.attempt,
             error=serde.dumps(error),
             started_at=started,
-            finished_at=self.clock.now(),
+            finished_at=self.shell.clock.now(),
         )
 
     async def _was_started(self, run_id: str, key: str) -> bool:
-        return await self.store.step_status(run_id, key) == "started"
+        return await self.shell.store.step_status(run_id, key) == "started"
 
-    async def _execute(self, run_id: str, call: Call) -> StepOk | StepErr:
-        token = enter_step(StepContext(run_id, call.key, call.attempt, engine=self))
+    async def _execute(self, run_id: str, call: Call, epoch: int) -> StepOk | StepErr:
+        token = enter_step(
+            StepContext(run_id, call.key, call.attempt, engine=self.shell, epoch=epoch)
+        )
         timeout = call.policy.timeout
         deadline = asyncio.timeout(timeout)
         try:
@@ -322,14 +308,14 @@ class RunDriver(StoreFaults):
 
     def _record(self, what: str) -> Any:
         if what == "now":
-            return datetime.fromtimestamp(self.clock.now(), UTC)
+            return datetime.fromtimestamp(self.shell.clock.now(), UTC)
         if what == "uuid":
             return uuid.uuid4()
         return random.random()
 
-    async def _commit(
+    async def commit(
         self,
-        run: _Run,
+        run: ActiveRun,
         t: Transition,
         journal: list[JournalRow],
         sends: list[tuple[str, Any]],
@@ -362,12 +348,12 @@ class RunDriver(StoreFaults):
             status = "running"
         try:
             encoded_sends = [(name, serde.dumps(data)) for name, data in sends]
-            checkpoint = self._checkpoint(
+            checkpoint = self.checkpoint(
                 run, status, journal=journal, sends=encoded_sends, **kwargs
             )
         except SerializationError as exc:
             # The workflow holds something unstorable: fail the run, keep its last good state.
-            checkpoint = self._checkpoint(
+            checkpoint = self.checkpoint(
                 run,
                 "failed",
                 journal=journal,
@@ -376,20 +362,20 @@ class RunDriver(StoreFaults):
                 keep_state=True,
             )
             command = Finish("failed", error=exc)
-        await self.store.checkpoint(checkpoint)
-        if self._faulted:
-            self._faulted.pop(run.run_id, None)
+        await self.shell.store.checkpoint(checkpoint)
+        if self.shell._faulted:
+            self.shell._faulted.pop(run.run_id, None)
         if isinstance(command, Finish) or checkpoint.status == "failed":
-            self._notify(run.run_id)
+            self.notify(run.run_id)
         elif isinstance(command, Wait | Suspend):
-            self._kick.set()
+            self.shell._kick.set()
         if sends:
-            self._kick.set()
+            self.shell._kick.set()
         return checkpoint.status != "running"
 
-    def _checkpoint(
+    def checkpoint(
         self,
-        run: _Run,
+        run: ActiveRun,
         status: str,
         *,
         journal: list[JournalRow] | None = None,
@@ -412,7 +398,7 @@ class RunDriver(StoreFaults):
             node=run.state.node,
             state=state_json,
             steps_done=run.steps_done,
-            now=self.clock.now(),
+            now=self.shell.clock.now(),
             wake_at=wake_at,
             result=result,
             error=error,
@@ -423,18 +409,18 @@ class RunDriver(StoreFaults):
         )
 
     @staticmethod
-    def _last_state(run: _Run) -> str:
+    def _last_state(run: ActiveRun) -> str:
         try:
             return _encode(run)
         except SerializationError:
             return serde.dumps({"frame": {}, "attempt": 0, "comp": [], "compensating": None})
 
     async def _finish_cancelled(
-        self, run: _Run, journal: list[JournalRow], sends: list[tuple[str, Any]]
+        self, run: ActiveRun, journal: list[JournalRow], sends: list[tuple[str, Any]]
     ) -> None:
         encoded = [(name, serde.dumps(data)) for name, data in sends]
-        await self.store.checkpoint(
-            self._checkpoint(
+        await self.shell.store.checkpoint(
+            self.checkpoint(
                 run,
                 "cancelled",
                 journal=journal,
@@ -443,15 +429,15 @@ class RunDriver(StoreFaults):
                 error=serde.dumps(DotdoError("cancelled")),
             )
         )
-        await self._withdraw_approvals(run.run_id)
-        self._notify(run.run_id)
+        await self.shell.waits.withdraw_approvals(run.run_id)
+        self.notify(run.run_id)
 
-    def _notify(self, run_id: str) -> None:
-        for future in self._waiters.pop(run_id, []):
+    def notify(self, run_id: str) -> None:
+        for future in self.shell._waiters.pop(run_id, []):
             if not future.done():
                 future.set_result(None)
 
 
-def _encode(run: _Run) -> str:
+def _encode(run: ActiveRun) -> str:
     """The run's state with only the locals still live where it stands."""
     return encode_state(run.state, run.program.graph, run.program.live.get(run.state.node))

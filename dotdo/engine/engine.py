@@ -23,12 +23,13 @@ from dotdo.compiler.loop_budget import DEFAULT_LOOP_BUDGET
 from dotdo.engine import serde
 from dotdo.engine.allowlist import check_allow_list
 from dotdo.engine.clock import Clock, SystemClock
-from dotdo.engine.driver import FaultHook, _Run
-from dotdo.engine.faults import Outage, is_store_fault
+from dotdo.engine.driver import ActiveRun, FaultHook, RunDriver
+from dotdo.engine.faults import Outage, Retries, is_store_fault
 from dotdo.engine.handle import RunHandle
 from dotdo.engine.ids import check_id
 from dotdo.engine.interpreter import Event, Resume, RunState, TimerFired
 from dotdo.engine.leases import new_owner, release_owner
+from dotdo.engine.models import Approval
 from dotdo.engine.records import RunInfo, StepRecord
 from dotdo.engine.starts import NewRun, check_same, rows_of
 from dotdo.engine.state import bind_inputs, decode_state, encode_state
@@ -37,6 +38,7 @@ from dotdo.engine.store.factory import make_store
 from dotdo.engine.store.interface import (
     ChangeFeed,
     ClaimRequest,
+    JournalRow,
     Lease,
     Store,
     StoredRun,
@@ -52,7 +54,7 @@ from dotdo.engine.trust import (
     stored_graph,
     trust_types_of,
 )
-from dotdo.engine.waits import Hibernation
+from dotdo.engine.waits import Waits
 from dotdo.engine.workflow import Workflow, workflows_of
 from dotdo.errors import (
     DotdoError,
@@ -72,7 +74,7 @@ FEED_POLL_SECONDS = 5.0
 """The fallback poll of an idle loop while the store's change feed is up."""
 
 
-class Engine(Hibernation):
+class Engine:
     """An embedded durable-workflow engine over one SQLite file or a PostgreSQL database.
 
     `Engine()` uses ./dotdo.db; `Engine("postgresql://user@host/db")` a PostgreSQL database
@@ -130,7 +132,7 @@ class Engine(Hibernation):
         self._classes: dict[str, type[Any]] = {}
         self._store: Store | None = None
         self._active: dict[str, asyncio.Task[None]] = {}
-        self._runs: dict[str, _Run] = {}
+        self._runs: dict[str, ActiveRun] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._background: list[asyncio.Task[None]] = []
         self._kick = asyncio.Event()
@@ -141,6 +143,11 @@ class Engine(Hibernation):
         self._loading: set[str] = set()
         self._faulted: dict[str, int] = {}
         self._retrying: set[asyncio.Task[None]] = set()
+        self._dying: BaseException | None = None
+        # The parts: each holds one job and reaches the others through this shell.
+        self.driver = RunDriver(self)
+        self.waits = Waits(self)
+        self.retries = Retries(self)
 
     # ------------------------------------------------------------ registration
     def register(self, *targets: Any) -> Engine:
@@ -188,6 +195,48 @@ class Engine(Hibernation):
                 f"no workflow named {name!r} is registered (known: {known})"
             ) from None
 
+    # --------------------------------------------------------- approvals, events
+    async def approve(
+        self, approval_id: str, *, by: str, comment: str | None = None, value: Any = None
+    ) -> Approval:
+        """Record `by`'s approval; the last approver of a chain settles it and wakes the run."""
+        return await self.waits.approve(approval_id, by=by, comment=comment, value=value)
+
+    async def reject(self, approval_id: str, *, by: str, reason: str) -> Approval:
+        """Reject with a reason; a rejection at any level ends the chain."""
+        return await self.waits.reject(approval_id, by=by, reason=reason)
+
+    async def get_approval(self, approval_id: str, *, missing_ok: bool = False) -> Any:
+        """An approval as of now: pending past its deadline reads as expired."""
+        return await self.waits.get_approval(approval_id, missing_ok=missing_ok)
+
+    async def approvals(
+        self, *, approver: str | None = None, status: str | None = "pending", limit: int = 100
+    ) -> list[Approval]:
+        """Approvals, oldest first. With `approver` and pending status: those waiting on them.
+        Status is as of now: a pending approval past its deadline is listed as expired."""
+        return await self.waits.approvals(approver=approver, status=status, limit=limit)
+
+    async def send(self, name: str, data: Any = None) -> int:
+        """Publish an event from outside any run; returns its id."""
+        return await self.waits.send(name, data)
+
+    async def settle(self, *, timeout: float | None = None) -> None:
+        """Deliver the events sent so far to the runs and handlers registered here, then
+        wait until this engine advances no run (each has finished or waits): how a short
+        process (`dotdo send --app`) drives on what its event woke or started."""
+        await self.waits.settle(timeout=timeout)
+
+    def _spawn(
+        self,
+        run: ActiveRun,
+        event: Event,
+        *,
+        recovered: bool = False,
+        journal: list[JournalRow] | None = None,
+    ) -> None:
+        self.driver.spawn(run, event, recovered=recovered, journal=journal)
+
     # --------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> Engine:
         await self.open()
@@ -202,7 +251,7 @@ class Engine(Hibernation):
             StoreOptions(
                 owner=self.owner,
                 synchronous=self.synchronous,
-                commit_hook=self._commit_hook if self.faults else None,
+                commit_hook=self.driver.commit_hook if self.faults else None,
                 busy_timeout=self.busy_timeout,
                 read_only=self.read_only,
             ),
@@ -255,7 +304,7 @@ class Engine(Hibernation):
         store, self._store = self._store, None
         if self._crashed is None:
             if not self.read_only:  # a reader holds no lease
-                await self._release_leases(store)
+                await self.retries.release_leases(store)
             await store.close()
         else:
             # The task that ran _crash (the timer loop, say) may have been cancelled above
@@ -332,14 +381,14 @@ class Engine(Hibernation):
         )
         # Concurrent starts share one group transaction. A failing store is waited out.
         rows = rows_of(new)
-        outcome = await self._persist(lambda: self.store.create_run(rows))
+        outcome = await self.retries.persist(lambda: self.store.create_run(rows))
         if new.sign:
             self._signed.add(graph.hash)
         check_same(new, outcome)
         entity_id = new.entity_id
         if outcome.lease is not None:
             instance = self._instance(wf, entity_id, run_id)
-            run = _Run(run_id, wf, wf.program(), state, instance, 0, outcome.lease)
+            run = ActiveRun(run_id, wf, wf.program(), state, instance, 0, outcome.lease)
             self._spawn(run, Resume())
         return RunHandle(self, run_id, wf)
 
@@ -412,13 +461,13 @@ class Engine(Hibernation):
                 assert row is not None  # the load succeeded: loading its code failed
                 await self.store.fail_run(row.lease, serde.dumps(error), self.clock.now())
                 self._unloadable.add(run_id)
-                self._notify(run_id)
+                self.driver.notify(run_id)
         except LeaseLost:
             log.info("run %s is now owned by another process", run_id)
         except Exception as exc:
             if not is_store_fault(exc):
                 raise
-            self._retry_later(run_id, exc)  # it keeps its lease: this engine retries it
+            self.retries.retry_later(run_id, exc)  # it keeps its lease: this engine retries it
         finally:
             self._loading.discard(run_id)
 
@@ -430,10 +479,10 @@ class Engine(Hibernation):
         state = decode_state(row.state, row.node)
         check_state(state, program.graph, run_id)
         instance = self._instance(wf, row.entity_id, run_id)
-        run = _Run(run_id, wf, program, state, instance, row.steps_done, row.lease)
+        run = ActiveRun(run_id, wf, program, state, instance, row.steps_done, row.lease)
         run.cancel = row.cancel_requested
         wake_at = row.wake_at
-        resolution = await self._resolution(run, wake_at)
+        resolution = await self.waits.resolution(run, wake_at)
         if resolution == "park":
             await self._park(run, wake_at)
             return
@@ -460,9 +509,11 @@ class Engine(Hibernation):
             check_mac(self._secret, graph, mac, run_id)
         return wf.program(graph)
 
-    async def _park(self, run: _Run, wake_at: float | None) -> None:
+    async def _park(self, run: ActiveRun, wake_at: float | None) -> None:
         """Put a claimed run back to sleep (claimed early, or a crash after claiming)."""
-        await self.store.checkpoint(self._checkpoint(run, "waiting", wake_at=wake_at, release=True))
+        await self.store.checkpoint(
+            self.driver.checkpoint(run, "waiting", wake_at=wake_at, release=True)
+        )
         self._kick.set()
 
     # -------------------------------------------------------- background loops
@@ -480,12 +531,12 @@ class Engine(Hibernation):
                     last_scan = time.monotonic()
                     for lease in await self._claim_orphans():
                         await self._resume(lease.run_id)
-                    idle = await self._resume_stranded(idle)  # and runs held here, idle
+                    idle = await self.retries.resume_stranded(idle)  # and runs held here, idle
                 if await self._anything_due():
                     for lease in await self._claim_due():
                         await self._resume(lease.run_id)
-                await self._dispatch()
-                upcoming = await self._fire_schedules()
+                await self.waits.dispatch()
+                upcoming = await self.waits.fire_schedules()
                 if self.clock.wall():
                     wake = await self.store.next_wake()
                     soonest = [t for t in (upcoming, wake) if t is not None]
@@ -570,10 +621,10 @@ class Engine(Hibernation):
         # Stored too: a run driven again from its checkpoint (after a store fault) reads it.
         error = serde.dumps(DotdoError("cancelled"))
         await self.store.request_cancel(run_id, error, self.clock.now())
-        self._notify(run_id)
+        self.driver.notify(run_id)
         info = await self.get_run(run_id)
         if info.status == "cancelled":
-            await self._withdraw_approvals(run_id)
+            await self.waits.withdraw_approvals(run_id)
         return info
 
     async def wait(self, run_id: str, *, timeout: float | None = None) -> RunInfo:

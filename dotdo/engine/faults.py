@@ -22,13 +22,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from dotdo.engine.store.errors import is_backend_fault
 from dotdo.engine.store.interface import Store
 from dotdo.errors import StoreWriteError
 
-__all__ = ["FAULT_FIRST", "FAULT_MAX", "Outage", "StoreFaults", "is_store_fault", "retry_delay"]
+if TYPE_CHECKING:
+    from dotdo.engine.shell import Shell
+
+__all__ = ["FAULT_FIRST", "FAULT_MAX", "Outage", "Retries", "is_store_fault", "retry_delay"]
 
 log = logging.getLogger("dotdo.engine")
 
@@ -88,68 +91,53 @@ class Outage:
         self.since, self.faults = None, 0
 
 
-class StoreFaults:
-    """Retrying runs and writes after a failure; a base of the run driver."""
+class Retries:
+    """The part of the engine that retries: a run after a failure (from its last checkpoint,
+    after a backoff), an idempotent write until it commits, lease release at close."""
 
-    _store: Store | None
-    _active: dict[str, asyncio.Task[None]]
-    _closing: bool
-    _crashed: BaseException | None
-    _resume_after: set[str]
-    _loading: set[str]
-    """Runs being loaded by `_resume` (claimed, no task yet)."""
-    _faulted: dict[str, int]
-    """Failures of each run since its last successful commit: its backoff grows with them."""
-    _retrying: set[asyncio.Task[None]]
-    owner: str
-    shutdown_grace: float
-
-    async def _resume(self, run_id: str) -> None:
-        raise NotImplementedError
-
-    async def _crash(self, error: BaseException) -> None:
-        raise NotImplementedError
+    def __init__(self, shell: Shell) -> None:
+        self.shell = shell
 
     def _stopped(self) -> bool:
-        return self._closing or self._crashed is not None or self._store is None
+        return self.shell._closing or self.shell._crashed is not None or self.shell._store is None
 
-    def _retry_later(self, run_id: str, error: Exception) -> None:
+    def retry_later(self, run_id: str, error: Exception) -> None:
         """Drive `run_id` again from its last committed checkpoint after a backoff."""
-        if self._stopped() or run_id in self._active:
+        if self._stopped() or run_id in self.shell._active:
             return
         fault = is_store_fault(error)
-        attempt = self._faulted.get(run_id, 0)
-        self._faulted[run_id] = attempt + 1
+        attempt = self.shell._faulted.get(run_id, 0)
+        self.shell._faulted[run_id] = attempt + 1
         delay = retry_delay(attempt, fault=fault)
         task = asyncio.create_task(
             self._redrive(run_id, delay, fault), name=f"dotdo-retry-{run_id}"
         )
-        self._active[run_id] = task  # claims skip it, wake-ups queue behind it
-        self._retrying.add(task)
-        task.add_done_callback(self._retrying.discard)
+        self.shell._active[run_id] = task  # claims skip it, wake-ups queue behind it
+        self.shell._retrying.add(task)
+        task.add_done_callback(self.shell._retrying.discard)
 
     async def _redrive(self, run_id: str, delay: float, fault: bool) -> None:
         try:
             await self._backoff(delay, fault=fault)
         finally:
-            if self._active.get(run_id) is asyncio.current_task():
-                del self._active[run_id]
+            if self.shell._active.get(run_id) is asyncio.current_task():
+                del self.shell._active[run_id]
         if self._stopped():
             return
-        self._resume_after.discard(run_id)  # the reload below sees whatever woke it
+        self.shell._resume_after.discard(run_id)  # the reload below sees whatever woke it
         try:
-            await self._resume(run_id)
+            await self.shell._resume(run_id)
         except Exception as exc:  # _resume handles store faults itself: this is a bug
             log.exception("cannot resume run %s; retrying", run_id)
-            self._retry_later(run_id, exc)
+            self.retry_later(run_id, exc)
         except BaseException as crash:
             if isinstance(crash, asyncio.CancelledError):
                 raise
-            await self._crash(crash)
+            await self.shell._crash(crash)
 
     async def _backoff(self, delay: float, *, fault: bool) -> None:
         """Wait `delay` seconds; after a store fault, only until a write succeeds again."""
-        store = self._store
+        store = self.shell._store
         if not fault or store is None or store.health.writable.is_set():
             await asyncio.sleep(delay)
             return
@@ -159,7 +147,7 @@ class StoreFaults:
         except TimeoutError:
             pass
 
-    async def _persist(self, write: Callable[[], Awaitable[T]]) -> T:
+    async def persist(self, write: Callable[[], Awaitable[T]]) -> T:
         """Run an idempotent write until it commits, backing off after each store fault.
         Other errors, and a fault while the engine is closing, go to the caller."""
         attempt = 0
@@ -172,11 +160,11 @@ class StoreFaults:
             await self._backoff(retry_delay(attempt, fault=True), fault=True)
             attempt += 1
 
-    async def _release_leases(self, store: Store) -> None:
+    async def release_leases(self, store: Store) -> None:
         """Hand every lease back at close; a failing store gets a few seconds of retries.
         Leases not released expire after lease_seconds (at once for another process on this
         host, which sees this one gone)."""
-        deadline = time.monotonic() + min(self.shutdown_grace, 5.0)
+        deadline = time.monotonic() + min(self.shell.shutdown_grace, 5.0)
         attempt = 0
         while True:
             try:
@@ -189,17 +177,21 @@ class StoreFaults:
             await asyncio.sleep(retry_delay(attempt, fault=True))
             attempt += 1
 
-    async def _resume_stranded(self, idle_before: set[str]) -> set[str]:
+    async def resume_stranded(self, idle_before: set[str]) -> set[str]:
         """Resume the runs this engine holds the lease of but advances nowhere, if they were
         so at the previous sweep too (a run is briefly so between its claim and its task).
         Returns this sweep's idle runs, for the next. Never raises (the timer loop calls it)."""
         try:
-            assert self._store is not None
-            idle = set(await self._store.held_runs()) - set(self._active) - self._loading
+            assert self.shell._store is not None
+            idle = (
+                set(await self.shell._store.held_runs())
+                - set(self.shell._active)
+                - self.shell._loading
+            )
             for run_id in sorted(idle & idle_before):
-                if not self._stopped() and run_id not in self._active:
+                if not self._stopped() and run_id not in self.shell._active:
                     log.warning("run %s was held here but nothing advanced it: resuming", run_id)
-                    await self._resume(run_id)
+                    await self.shell._resume(run_id)
         except Exception as exc:
             if not is_store_fault(exc):
                 log.exception("looking for runs held here but not advanced failed")

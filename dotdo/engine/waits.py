@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dotdo.compiler.ir import ApprovalNode, CascadeNode, WaitEventNode
 from dotdo.engine import serde
@@ -25,7 +25,7 @@ from dotdo.engine.approval_rows import (
     parse_approval,
 )
 from dotdo.engine.cascade import HUMAN
-from dotdo.engine.driver import RunDriver, _Run
+from dotdo.engine.driver import ActiveRun
 from dotdo.engine.interpreter import Event, Resolved, Suspend, Transition, step_key
 from dotdo.engine.models import Approval, Decision, EventRecord
 from dotdo.engine.records import readable
@@ -37,10 +37,12 @@ from dotdo.engine.store.interface import (
     Waker,
 )
 from dotdo.engine.triggers import check_event_name, matches
-from dotdo.engine.workflow import Workflow
 from dotdo.errors import ApprovalError, DotdoError
 
-__all__ = ["ApprovalError", "Hibernation"]
+if TYPE_CHECKING:
+    from dotdo.engine.shell import Shell
+
+__all__ = ["ApprovalError", "Waits"]
 
 log = logging.getLogger("dotdo.engine")
 
@@ -56,30 +58,17 @@ def _time(value: float | None) -> datetime | None:
     return datetime.fromtimestamp(value, UTC) if value is not None else None
 
 
-class Hibernation(RunDriver):
-    """Approvals, event waits, event handlers and schedules, on top of the run driver."""
+class Waits:
+    """The part of the engine that hibernates runs and wakes them: approvals, event waits,
+    event handlers and schedules."""
 
-    owner: str
-    lease_seconds: float
-    _workflows: dict[str, Workflow]
-    _dispatched_upto: int = 0
-    """Newest outbox id this engine has dispatched; a read tells whether there is more."""
-
-    async def _resume(self, run_id: str) -> None:
-        raise NotImplementedError
-
-    async def start(
-        self,
-        workflow: Workflow | str,
-        *args: Any,
-        run_id: str | None = None,
-        entity_id: str | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        raise NotImplementedError
+    def __init__(self, shell: Shell) -> None:
+        self.shell = shell
+        self._dispatched_upto = 0
+        """Newest outbox id this engine has dispatched; a read tells whether there is more."""
 
     # ------------------------------------------------------------- suspending
-    def _wait_key(self, run: _Run) -> tuple[str, str] | None:
+    def _wait_key(self, run: ActiveRun) -> tuple[str, str] | None:
         """(kind, key) of the wait the run stands at, if its node can hibernate."""
         node = run.program.graph.nodes[run.state.node]
         if isinstance(node, ApprovalNode):
@@ -90,13 +79,13 @@ class Hibernation(RunDriver):
             return "approval", f"{step_key(node, run.state.frame)}:{HUMAN}"
         return None
 
-    async def _suspend(
-        self, run: _Run, t: Transition, journal: list[JournalRow], sends: list[tuple[str, Any]]
+    async def suspend(
+        self, run: ActiveRun, t: Transition, journal: list[JournalRow], sends: list[tuple[str, Any]]
     ) -> Resolution | None:
         """Hibernate the run, unless what it waits for is already there."""
         command = t.command
         assert isinstance(command, Suspend)
-        now = self.clock.now()
+        now = self.shell.clock.now()
         row: NewApproval | None = None
         if command.kind == "approval":
             approval = new_approval(_approval_id(run.run_id, command.key), run.run_id, command, now)
@@ -115,43 +104,43 @@ class Hibernation(RunDriver):
             if sends:
                 # Events the run sent before this wait belong in its inbox: write them first,
                 # or the wait would see them only if the dispatcher beat its timeout.
-                if await self._commit(run, t, journal, sends, status="running"):
+                if await self.shell.driver.commit(run, t, journal, sends, status="running"):
                     return None
                 journal, sends = [], []
-            found = await self.store.subscribe(
+            found = await self.shell.store.subscribe(
                 run.lease, command.key, name, json.dumps(match) if match else None, _fits_wait
             )
             if found is not None:
                 if journal or sends:
-                    if await self._commit(run, t, journal, sends, status="running"):
+                    if await self.shell.driver.commit(run, t, journal, sends, status="running"):
                         return None
                 return self._resolved(run, command.key, _event(found))
-        await self._commit(run, t, journal, sends, approval=row)
+        await self.shell.driver.commit(run, t, journal, sends, approval=row)
         if command.kind == "event":  # hibernated: a retry from the checkpoint would not poke
-            await self._persist(lambda: self._poke(run.run_id, command.key))
+            await self.shell.retries.persist(lambda: self._poke(run.run_id, command.key))
         return None
 
-    def _resolved(self, run: _Run, key: str, value: Any) -> Resolution:
+    def _resolved(self, run: ActiveRun, key: str, value: Any) -> Resolution:
         row = JournalRow(
             key,
             "completed",
             1,
             value=serde.dumps(value),
             seq=run.steps_done + 1,
-            finished_at=self.clock.now(),
+            finished_at=self.shell.clock.now(),
         )
         run.steps_done += 1
         return Resolved(value), row
 
     # ---------------------------------------------------------------- resuming
-    async def _resolution(self, run: _Run, wake_at: float | None) -> Resolution | str | None:
+    async def resolution(self, run: ActiveRun, wake_at: float | None) -> Resolution | str | None:
         """How a run standing at a wait resumes: an outcome, "park" (still waiting), or None
         (it never suspended there: run it normally)."""
         wait = self._wait_key(run)
         if wait is None:
             return None
         kind, key = wait
-        now = self.clock.now()
+        now = self.shell.clock.now()
         if kind == "approval":
             approval = await self._stored_approval(_approval_id(run.run_id, key))
             if approval is None:
@@ -161,15 +150,15 @@ class Hibernation(RunDriver):
                     return "park"
                 approval = await self._expire(approval)
             return self._resolved(run, key, approval)
-        subscription = await self.store.wait(run.run_id, key)
+        subscription = await self.shell.store.wait(run.run_id, key)
         if subscription is None:
             return None
         if subscription.event_id is not None and subscription.event_id > 0:
-            event = await self.store.event(subscription.event_id)
+            event = await self.shell.store.event(subscription.event_id)
             assert event is not None
             return self._resolved(run, key, _event(event))
         if wake_at is not None and now >= wake_at:
-            await self.store.time_out_wait(run.lease, key)
+            await self.shell.store.time_out_wait(run.lease, key)
             return self._resolved(run, key, None)
         if wake_at is None:
             # Subscribed, but the checkpoint that hibernates the run (and sets the deadline of
@@ -179,33 +168,35 @@ class Hibernation(RunDriver):
 
     async def _expire(self, approval: Approval) -> Approval:
         expired = approval.model_copy(update={"status": "expired"})
-        await self.store.expire_approval(approval.id, serde.dumps(expired), self.clock.now())
+        await self.shell.store.expire_approval(
+            approval.id, serde.dumps(expired), self.shell.clock.now()
+        )
         return expired
 
     async def _poke(self, run_id: str, key: str) -> None:
         """After hibernating on an event: if one matched meanwhile, wake the run now."""
-        wait = await self.store.wait(run_id, key)
+        wait = await self.shell.store.wait(run_id, key)
         if wait is not None and wait.event_id is not None and wait.event_id > 0:
-            lease = await self.store.wake(run_id, self._waker())
+            lease = await self.shell.store.wake(run_id, self._waker())
             if lease is not None:
-                await self._resume(run_id)
+                await self.shell._resume(run_id)
             else:
-                self._kick.set()
+                self.shell._kick.set()
 
     def _waker(self) -> Waker:
         """How this engine wakes a run that has its answer: it claims it if it can drive
         it, else makes it due at once so an engine that can (a worker) picks it up."""
         return Waker(
-            ttl=self.lease_seconds,
-            workflows=frozenset(self._workflows),
-            now=self.clock.now(),
-            may_claim=not self._closing,
+            ttl=self.shell.lease_seconds,
+            workflows=frozenset(self.shell._workflows),
+            now=self.shell.clock.now(),
+            may_claim=not self.shell._closing,
         )
 
     # --------------------------------------------------------------- approvals
     async def _stored_approval(self, approval_id: str) -> Approval | None:
         """The approval as its row says (pending even past its deadline), or None."""
-        row = await self.store.approval(approval_id)
+        row = await self.shell.store.approval(approval_id)
         if row is None:
             return None
         approval = parse_approval(row.body)
@@ -220,16 +211,16 @@ class Hibernation(RunDriver):
             if missing_ok:
                 return None
             raise ApprovalError(f"no approval with id {approval_id!r}")
-        return as_seen(approval, self.clock.now())
+        return as_seen(approval, self.shell.clock.now())
 
     async def approvals(
         self, *, approver: str | None = None, status: str | None = "pending", limit: int = 100
     ) -> list[Approval]:
         """Approvals, oldest first. With `approver` and pending status: those waiting on them.
         Status is as of now: a pending approval past its deadline is listed as expired."""
-        now = self.clock.now()
+        now = self.shell.clock.now()
         by_membership = bool(approver) and status != "pending"
-        rows = await self.store.list_approvals(
+        rows = await self.shell.store.list_approvals(
             status=status,
             approver=approver if status == "pending" else None,
             now=now,
@@ -241,7 +232,7 @@ class Hibernation(RunDriver):
             out = [a for a in out if approver in a.approvers][:limit]
         return out
 
-    async def _withdraw_approvals(self, run_id: str) -> None:
+    async def withdraw_approvals(self, run_id: str) -> None:
         """A cancelled run's pending approvals are withdrawn: nobody can decide them now."""
 
         def withdrawn(body: str) -> str:
@@ -252,8 +243,8 @@ class Hibernation(RunDriver):
             return serde.dumps(approval)
 
         # The cancel is already stored: this must follow it.
-        await self._persist(
-            lambda: self.store.withdraw_approvals(run_id, withdrawn, self.clock.now())
+        await self.shell.retries.persist(
+            lambda: self.shell.store.withdraw_approvals(run_id, withdrawn, self.shell.clock.now())
         )
 
     async def approve(
@@ -271,7 +262,7 @@ class Hibernation(RunDriver):
     async def _decide(
         self, approval_id: str, by: str, decision: str, comment: str | None, value: Any
     ) -> Approval:
-        now = self.clock.now()
+        now = self.shell.clock.now()
 
         def decide(body: str | None) -> tuple[ApprovalChange, Approval]:
             if body is None:
@@ -316,11 +307,11 @@ class Hibernation(RunDriver):
             return change, approval
 
         waker = self._waker()
-        approval, lease = await self.store.decide_approval(approval_id, decide, waker)
+        approval, lease = await self.shell.store.decide_approval(approval_id, decide, waker)
         if lease is not None:
-            await self._resume(approval.run_id)
+            await self.shell._resume(approval.run_id)
         elif approval.status != "pending":
-            self._kick.set()
+            self.shell._kick.set()
         return approval
 
     # ------------------------------------------------------------------ events
@@ -328,37 +319,39 @@ class Hibernation(RunDriver):
         """Publish an event from outside any run; returns its id."""
         check_event_name(name)
         payload = serde.dumps(data)
-        now = self.clock.now()
+        now = self.shell.clock.now()
 
-        event_id = await self.store.publish(name, payload, now)
-        self._kick.set()
+        event_id = await self.shell.store.publish(name, payload, now)
+        self.shell._kick.set()
         return event_id
 
     async def settle(self, *, timeout: float | None = None) -> None:
         """Deliver the events sent so far to the runs and handlers registered here, then
         wait until this engine advances no run (each has finished or waits): how a short
         process (`dotdo send --app`) drives on what its event woke or started."""
-        await self._dispatch()
+        await self.dispatch()
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self._active:
+        while self.shell._active:
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"runs still in flight after {timeout}s: {sorted(self._active)}")
+                raise TimeoutError(
+                    f"runs still in flight after {timeout}s: {sorted(self.shell._active)}"
+                )
             await asyncio.sleep(0.005)
 
-    async def _dispatch(self) -> None:
+    async def dispatch(self) -> None:
         """Deliver new events to waiting runs and start `@on` handlers, exactly once each."""
-        newest = await self.store.newest_event_id()
+        newest = await self.shell.store.newest_event_id()
         if newest <= self._dispatched_upto:
             return  # nothing new: an idle engine polls with one read
-        woken = await self.store.deliver_to_waits(_fits_wait, self._waker())
-        self._kick.set()  # runs made due for another engine, or woken here
+        woken = await self.shell.store.deliver_to_waits(_fits_wait, self._waker())
+        self.shell._kick.set()  # runs made due for another engine, or woken here
         for lease in woken:
-            await self._resume(lease.run_id)
-        handlers = {name: wf for name, wf in self._workflows.items() if wf.trigger}
+            await self.shell._resume(lease.run_id)
+        handlers = {name: wf for name, wf in self.shell._workflows.items() if wf.trigger}
         for name, wf in handlers.items():
             cursor = f"on:{name}"
-            last = await self.store.cursor(cursor)
-            events = await self.store.events_after(last, 500)
+            last = await self.shell.store.cursor(cursor)
+            events = await self.shell.store.events_after(last, 500)
             if not events:
                 continue
             assert wf.trigger is not None
@@ -366,38 +359,38 @@ class Hibernation(RunDriver):
                 record = _event(event_row)
                 if matches(wf.trigger, record.name):
                     try:
-                        await self.start(wf, record, run_id=f"{name}:{record.id}")
+                        await self.shell.start(wf, record, run_id=f"{name}:{record.id}")
                     except Exception as exc:
                         log.error("handler %s cannot start for event %s: %s", name, record.id, exc)
-            await self.store.advance_cursor(cursor, events[-1].id)
+            await self.shell.store.advance_cursor(cursor, events[-1].id)
         self._dispatched_upto = newest
 
     # --------------------------------------------------------------- schedules
-    async def _fire_schedules(self) -> float | None:
+    async def fire_schedules(self) -> float | None:
         """Start the run of every schedule that fell due; returns the next fire time.
 
         A fire's run id derives from the schedule and the fire time, so two workers (or a
         restart) starting the same fire find the same run. Fires missed while nothing ran
         collapse into one catch-up run for the latest of them.
         """
-        now = self.clock.now()
+        now = self.shell.clock.now()
         upcoming: float | None = None
-        for name, wf in self._workflows.items():
+        for name, wf in self.shell._workflows.items():
             schedule = wf.schedule
             if schedule is None:
                 continue
-            row = await self.store.schedule(name)
+            row = await self.shell.store.schedule(name)
             if row is None or row.spec != schedule.spec:
                 next_fire = schedule.next_after(now)
-                await self.store.set_schedule(name, schedule.spec, next_fire)
+                await self.shell.store.set_schedule(name, schedule.spec, next_fire)
             else:
                 next_fire = row.next_fire
                 if next_fire <= now:
                     fire = schedule.latest_at_or_before(now, next_fire - 1e-6) or next_fire
                     stamp = datetime.fromtimestamp(fire, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-                    await self.start(wf, run_id=f"{name}@{stamp}")
+                    await self.shell.start(wf, run_id=f"{name}@{stamp}")
                     next_fire = schedule.next_after(now)
-                    await self.store.schedule_fired(name, fire, next_fire)
+                    await self.shell.store.schedule_fired(name, fire, next_fire)
             upcoming = next_fire if upcoming is None else min(upcoming, next_fire)
         return upcoming
 

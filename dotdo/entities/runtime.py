@@ -38,7 +38,14 @@ from dotdo.engine import serde
 from dotdo.engine.context import StepContext, current_step
 from dotdo.engine.engine import Engine
 from dotdo.engine.faults import Outage
-from dotdo.engine.store.interface import FINISHED, ChangeFeed, EntitySend, PendingSend, Store
+from dotdo.engine.store.interface import (
+    FINISHED,
+    ChangeFeed,
+    EntitySend,
+    Lease,
+    PendingSend,
+    Store,
+)
 from dotdo.entities.host import EntityHost, _digest
 from dotdo.entities.identity import qualified
 from dotdo.entities.messages import (
@@ -224,7 +231,12 @@ class Entities:
 
     # ----------------------------------------------------------------------- sends
     async def enqueue(
-        self, stub: Stub, *, call_id: str, gate: tuple[str, str] | None = None
+        self,
+        stub: Stub,
+        *,
+        call_id: str,
+        gate: tuple[str, str] | None = None,
+        epoch: int | None = None,
     ) -> None:
         """Queue a fire-and-forget call; with `gate` (run id, step key) it is deliverable once
         that run's journal records that step."""
@@ -233,7 +245,15 @@ class Entities:
         now = self.engine.clock.now()
         run_id, step_key = gate if gate is not None else (None, None)
         await self.engine.store.enqueue_send(
-            EntitySend(call_id, stub.target[0], body, now, run_id=run_id, step_key=step_key)
+            EntitySend(
+                call_id,
+                stub.target[0],
+                body,
+                now,
+                run_id=run_id,
+                step_key=step_key,
+                lease=None if run_id is None or epoch is None else Lease(run_id, epoch),
+            )
         )
         self.start()
         self.kick()
@@ -466,7 +486,7 @@ async def send_from_step(instance: Any, chain: Callable[[], Any]) -> None:
     """A compiled fire-and-forget `self.Noun(id).method(...)` statement: queue it."""
     entities, ctx, stub = _stub_of(instance, chain)
     call_id = await entities.qualify(ctx.idempotency_key)
-    await entities.enqueue(stub, call_id=call_id, gate=(ctx.run_id, ctx.step_id))
+    await entities.enqueue(stub, call_id=call_id, gate=(ctx.run_id, ctx.step_id), epoch=ctx.epoch)
 
 
 _STEP_CALLS: weakref.WeakKeyDictionary[StepContext, Counter[str]] = weakref.WeakKeyDictionary()

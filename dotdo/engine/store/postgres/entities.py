@@ -26,6 +26,7 @@ from dotdo.engine.store.interface import (
     StoredEntity,
 )
 from dotdo.engine.store.postgres.database import Database
+from dotdo.engine.store.postgres.events import held
 
 __all__ = [
     "commit_call",
@@ -140,6 +141,8 @@ async def commit_call(db: Database, call: AppliedCall) -> CommitOutcome:
 
 async def enqueue_send(db: Database, send: EntitySend) -> None:
     async def job(conn: asyncpg.Connection) -> None:
+        if send.lease is not None:  # queued by a running step: fenced by its run's lease
+            await held(conn, db.owner, send.lease)
         await conn.execute(_SEND, *_send_args(send))
         await db.notify(conn)
 

@@ -23,6 +23,7 @@ __all__ = [
     "event",
     "events_after",
     "fitting_events",
+    "held",
     "newest_event_id",
     "open_wait",
     "publish",
@@ -44,7 +45,7 @@ def _wait(row: Any) -> StoredWait:
     return StoredWait(row[0], row[1], row[2], row[3], row[4], row[5])
 
 
-async def _held(conn: asyncpg.Connection, owner: str, lease: Lease) -> float:
+async def held(conn: asyncpg.Connection, owner: str, lease: Lease) -> float:
     """The run's creation time if `owner` still holds `lease` (locked), else LeaseLost."""
     created = await conn.fetchval(
         "SELECT created_at FROM runs WHERE run_id = $1 AND lease_owner = $2 "
@@ -64,7 +65,7 @@ async def subscribe(
     run_id = lease.run_id
 
     async def job(conn: asyncpg.Connection) -> StoredEvent | None:
-        since = await _held(conn, db.owner, lease)
+        since = await held(conn, db.owner, lease)
         taken = await conn.fetchrow(
             f"SELECT {_EVENT} FROM outbox WHERE id = (SELECT event_id FROM waits "
             "WHERE run_id = $1 AND step_key = $2 AND event_id > 0)",
@@ -123,7 +124,7 @@ async def open_wait(db: Database, run_id: str) -> StoredWait | None:
 
 async def time_out_wait(db: Database, lease: Lease, key: str) -> None:
     async def job(conn: asyncpg.Connection) -> None:
-        await _held(conn, db.owner, lease)
+        await held(conn, db.owner, lease)
         await conn.execute(
             "UPDATE waits SET event_id = -1 WHERE run_id = $1 AND step_key = $2 "
             "AND event_id IS NULL",

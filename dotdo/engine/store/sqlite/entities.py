@@ -22,6 +22,7 @@ from dotdo.engine.store.interface import (
     StoredEntity,
 )
 from dotdo.engine.store.sqlite.connection import Database
+from dotdo.engine.store.sqlite.events import check_lease
 
 __all__ = [
     "commit_call",
@@ -126,6 +127,8 @@ def _send_row(send: EntitySend) -> tuple[Any, ...]:
 
 async def enqueue_send(db: Database, send: EntitySend) -> None:
     async def job(conn: aiosqlite.Connection) -> None:
+        if send.lease is not None:
+            await check_lease(conn, db.owner, send.lease)
         await conn.execute(
             "INSERT INTO entity_outbox(call_id, cls, request, run_id, step_key, created_at, "
             "next_try) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(call_id) DO NOTHING",

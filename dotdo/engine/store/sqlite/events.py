@@ -19,6 +19,7 @@ from dotdo.errors import LeaseLost
 
 __all__ = [
     "advance_cursor",
+    "check_lease",
     "cursor",
     "deliver_to_waits",
     "event",
@@ -45,7 +46,7 @@ def _wait(row: Sequence[Any]) -> StoredWait:
     return StoredWait(*row)
 
 
-async def _check_lease(conn: aiosqlite.Connection, owner: str, lease: Lease) -> None:
+async def check_lease(conn: aiosqlite.Connection, owner: str, lease: Lease) -> None:
     rows = list(
         await conn.execute_fetchall(
             "SELECT 1 FROM runs WHERE run_id = ? AND lease_owner = ? AND lease_epoch = ?",
@@ -63,7 +64,7 @@ async def subscribe(
     run_id = lease.run_id
 
     async def job(conn: aiosqlite.Connection) -> StoredEvent | None:
-        await _check_lease(conn, db.owner, lease)
+        await check_lease(conn, db.owner, lease)
         rows = list(
             await conn.execute_fetchall("SELECT created_at FROM runs WHERE run_id = ?", (run_id,))
         )
@@ -115,7 +116,7 @@ async def open_wait(db: Database, run_id: str) -> StoredWait | None:
 
 async def time_out_wait(db: Database, lease: Lease, key: str) -> None:
     async def job(conn: aiosqlite.Connection) -> None:
-        await _check_lease(conn, db.owner, lease)
+        await check_lease(conn, db.owner, lease)
         await conn.execute(
             "UPDATE waits SET event_id = -1 WHERE run_id = ? AND step_key = ? AND event_id IS NULL",
             (lease.run_id, key),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import aiosqlite
@@ -168,72 +168,95 @@ async def held_runs(db: Database) -> list[str]:
 
 
 # -------------------------------------------------------------------------- leases
-async def take(
-    conn: aiosqlite.Connection, owner: str, ttl: float, run_ids: list[str]
-) -> list[Lease]:
-    """Lease these runs to `owner` (they become running), each at its next epoch."""
-    leases: list[Lease] = []
+def _take(owner: str, ttl: float, run_ids: list[str]) -> list[tuple[str, tuple[Any, ...]]]:
+    """The statements leasing these runs to `owner` (they become running), each at its
+    next epoch (`RETURNING run_id, lease_epoch`)."""
     until = time.time() + ttl
-    for start in range(0, len(run_ids), 500):
-        chunk = run_ids[start : start + 500]
-        rows = await conn.execute_fetchall(
+    return [
+        (
             "UPDATE runs SET status = 'running', lease_owner = ?, lease_until = ?, "
             f"lease_epoch = lease_epoch + 1 WHERE run_id IN ({','.join('?' * len(chunk))}) "
             "RETURNING run_id, lease_epoch",
             (owner, until, *chunk),
         )
-        epochs = {str(r[0]): int(r[1]) for r in rows}
-        leases.extend(Lease(r, int(epochs[r])) for r in chunk if r in epochs)
-    return leases
+        for chunk in (run_ids[i : i + 500] for i in range(0, len(run_ids), 500))
+    ]
+
+
+def _leases(run_ids: list[str], rows: Iterable[Sequence[Any]]) -> list[Lease]:
+    epochs = {str(r[0]): int(r[1]) for r in rows}
+    return [Lease(r, epochs[r]) for r in run_ids if r in epochs]
+
+
+async def take(
+    conn: aiosqlite.Connection, owner: str, ttl: float, run_ids: list[str]
+) -> list[Lease]:
+    """Inside an async write: lease these runs to `owner`."""
+    rows: list[Sequence[Any]] = []
+    for sql, params in _take(owner, ttl, run_ids):
+        rows.extend(await conn.execute_fetchall(sql, params))
+    return _leases(run_ids, rows)
+
+
+def _claim(raw: sqlite3.Connection, owner: str, request: ClaimRequest) -> list[Lease]:
+    marks = ",".join("?" * len(request.workflows))
+    sql = (
+        "SELECT run_id, lease_owner, lease_until FROM runs "
+        f"WHERE status = ? AND workflow IN ({marks})"
+    )
+    params: list[object] = [request.status, *request.workflows]
+    if request.due_before is not None:
+        sql += " AND wake_at <= ?"
+        params.append(request.due_before)
+    free = [
+        r[0]
+        for r in raw.execute(sql, params).fetchall()
+        if r[0] not in request.skip and r[1] != owner and lease_is_free(r[1], r[2])
+    ]
+    rows: list[Sequence[Any]] = []
+    for statement, values in _take(owner, request.ttl, free):
+        rows.extend(raw.execute(statement, values).fetchall())
+    return _leases(free, rows)
 
 
 async def claim_runs(db: Database, request: ClaimRequest) -> list[Lease]:
+    """On the writer thread, inside the group transaction: one hop, and no step of it waits
+    for the event loop while the transaction holds the write lock."""
     if not request.workflows:
         return []
     owner = db.owner
 
-    async def job(conn: aiosqlite.Connection) -> list[Lease]:
-        marks = ",".join("?" * len(request.workflows))
-        sql = (
-            "SELECT run_id, lease_owner, lease_until FROM runs "
-            f"WHERE status = ? AND workflow IN ({marks})"
-        )
-        params: list[object] = [request.status, *request.workflows]
-        if request.due_before is not None:
-            sql += " AND wake_at <= ?"
-            params.append(request.due_before)
-        rows = await conn.execute_fetchall(sql, params)
-        free = [
-            r[0]
-            for r in rows
-            if r[0] not in request.skip and r[1] != owner and lease_is_free(r[1], r[2])
-        ]
-        return await take(conn, owner, request.ttl, free) if free else []
+    def claim_runs(raw: sqlite3.Connection) -> list[Lease]:
+        return _claim(raw, owner, request)
 
-    return await db.write(job)
+    return await db.write_on_thread(claim_runs)
 
 
 async def renew_leases(db: Database, ttl: float) -> list[str]:
-    async def job(conn: aiosqlite.Connection) -> list[str]:
-        await conn.execute(
-            "UPDATE runs SET lease_until = ? WHERE lease_owner = ?", (time.time() + ttl, db.owner)
+    owner = db.owner
+
+    def renew_leases(raw: sqlite3.Connection) -> list[str]:
+        raw.execute(
+            "UPDATE runs SET lease_until = ? WHERE lease_owner = ?", (time.time() + ttl, owner)
         )
-        rows = await conn.execute_fetchall(
-            "SELECT run_id FROM runs WHERE lease_owner = ? AND cancel_requested = 1", (db.owner,)
-        )
+        rows = raw.execute(
+            "SELECT run_id FROM runs WHERE lease_owner = ? AND cancel_requested = 1", (owner,)
+        ).fetchall()
         return [r[0] for r in rows]
 
-    return await db.write(job)
+    return await db.write_on_thread(renew_leases)
 
 
 async def release_leases(db: Database) -> None:
-    async def job(conn: aiosqlite.Connection) -> None:
-        await conn.execute(
+    owner = db.owner
+
+    def release_leases(raw: sqlite3.Connection) -> None:
+        raw.execute(
             "UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?",
-            (db.owner,),
+            (owner,),
         )
 
-    await db.write(job)
+    await db.write_on_thread(release_leases)
 
 
 async def wake(conn: aiosqlite.Connection, owner: str, run_id: str, waker: Waker) -> Lease | None:
