@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 from click.testing import CliRunner
 
-from dotdo import DO, Engine, UnknownStoreURL, step, workflow
+from dotdo import DO, Engine, StoreError, UnknownStoreURL, step, workflow
 from dotdo.cli import cli
 from dotdo.engine.engine import FEED_POLL_SECONDS
 
@@ -116,3 +116,15 @@ async def test_an_idle_worker_asks_its_database_less_than_once_a_second(
         sink[0] = []
     assert len(idle) / window < 1.0, idle
     assert len(polling) > 10
+
+
+async def test_listen_can_be_turned_off_for_a_transaction_pooler(pg_url: str) -> None:
+    async with Engine(f"{pg_url}&dotdo_listen=off").register(Waiter) as worker:
+        await asyncio.sleep(0.2)
+        assert worker.idle_poll() == worker.poll_seconds  # no feed: it polls as on SQLite
+        await worker.start(Waiter.answer, "k", run_id="p1")
+        async with Engine(pg_url) as sender:
+            await sender.send("go", {"key": "k"})
+        assert (await worker.wait("p1", timeout=10)).status == "completed"
+    with pytest.raises(StoreError, match="dotdo_listen='maybe'"):
+        await Engine(f"{pg_url}&dotdo_listen=maybe").open()

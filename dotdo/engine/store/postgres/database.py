@@ -27,6 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -86,8 +87,8 @@ class Database:
         commit_hook: CommitHook | None = None,
         readers: int = 4,
     ) -> None:
-        self.url = url
-        self.where = redact(url)
+        self.url, self.listen = _listen_option(url)
+        self.where = redact(self.url)
         self.owner = owner
         self.read_only = read_only
         self.commit_hook = commit_hook
@@ -148,7 +149,8 @@ class Database:
             return
         self._writer = conn
         self._task = asyncio.create_task(self._write_loop(), name="dotdo-pg-writer")
-        self._listen_task = asyncio.create_task(self._listen_loop(), name="dotdo-pg-listen")
+        if self.listen:
+            self._listen_task = asyncio.create_task(self._listen_loop(), name="dotdo-pg-listen")
 
     async def close(self) -> None:
         """Finish queued writes, then close. Safe to call twice."""
@@ -416,6 +418,21 @@ class Database:
     def _notified(self, *_args: object) -> None:
         for callback in list(self._watchers):
             callback()
+
+
+def _listen_option(url: str) -> tuple[str, bool]:
+    """`dotdo_listen=off` in the URL's query: no LISTEN connection (behind a pooler in
+    transaction mode, which cannot keep one: see docs/scaling.md); the engine then polls.
+    Removed from the URL, so asyncpg does not send it to the server as a setting."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    flags = [v.lower() for k, v in query if k == "dotdo_listen"]
+    if not flags:
+        return url, True
+    if flags[-1] not in ("on", "off", "true", "false", "1", "0"):
+        raise StoreError(f"dotdo_listen={flags[-1]!r} in the URL: expected on or off")
+    kept = urlencode([(k, v) for k, v in query if k != "dotdo_listen"])
+    return urlunsplit(parts._replace(query=kept)), flags[-1] in ("on", "true", "1")
 
 
 async def _noop(conn: asyncpg.Connection) -> None:
