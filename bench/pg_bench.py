@@ -141,13 +141,20 @@ def bench_throughput(url: str, reps: int, runs: int, steps: int) -> dict[str, An
 
 # -------------------------------------------------------------------------- workers
 def bench_workers(url: str, counts: list[int], runs: int, steps: int) -> dict[str, Any]:
+    """The runs hibernate until an hour from now; once every worker is open, one UPDATE
+    makes them all due at once (and notifies the workers): that moment is the start."""
     out: dict[str, Any] = {}
     for n in counts:
         with Schema(url) as schema_url:
-            lead = 4.0 + runs / 500  # time for the producer, and for the workers to start
-            at = time.time() + lead
             run_workload(
-                "produce", schema_url, "--runs", str(runs), "--steps", str(steps), "--at", str(at)
+                "produce",
+                schema_url,
+                "--runs",
+                str(runs),
+                "--steps",
+                str(steps),
+                "--at",
+                str(time.time() + 3600),
             )
             procs = [
                 subprocess.Popen(
@@ -167,13 +174,26 @@ def bench_workers(url: str, counts: list[int], runs: int, steps: int) -> dict[st
                 )
                 for i in range(n)
             ]
+            for proc in procs:
+                assert proc.stdout is not None
+                if "open" not in proc.stdout.readline():
+                    raise SystemExit("a worker did not open")
+            time.sleep(0.5)
+            start = time.time()
+            asyncio.run(
+                admin(
+                    schema_url,
+                    f"UPDATE runs SET wake_at = {start} WHERE status = 'waiting'",
+                    "SELECT pg_notify('dotdo_' || left(encode(sha256(convert_to(current_database()"
+                    " || '.' || current_schema(), 'UTF8')), 'hex'), 20), '')",
+                )
+            )
             results = []
             for proc in procs:
                 stdout, stderr = proc.communicate(timeout=900)
                 if proc.returncode != 0:
                     raise SystemExit(f"worker failed:\n{stderr[-3000:]}")
                 results.append(json.loads(stdout.strip().splitlines()[-1]))
-            start = max(at, time.time() - 1e9)
             last = max(r["last"] for r in results)
             shares = sorted(r["mine"] for r in results)
             out[str(n)] = {

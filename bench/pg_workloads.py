@@ -155,6 +155,7 @@ async def work(url: str, until_done: int) -> dict[str, Any]:
     cpu0 = cpu_seconds()
     async with Engine(url) as engine:
         engine.register(Bench)
+        emit({"open": True})
         while await _count_done(url) < until_done:
             await asyncio.sleep(0.1)
     conn = await asyncpg.connect(url)

@@ -127,7 +127,7 @@ class Database:
             else:
                 await migrate(conn, self.where)
             ident = await conn.fetchval("SELECT current_database() || '.' || current_schema()")
-            self.channel = "dotdo_" + hashlib.sha1(ident.encode()).hexdigest()[:20]
+            self.channel = "dotdo_" + hashlib.sha256(ident.encode()).hexdigest()[:20]
             self._pool = await asyncpg.create_pool(
                 self.url,
                 min_size=1,
