@@ -525,7 +525,10 @@ class Engine:
         outage = Outage("timer loop")
         while not self._closing:
             self._kick.clear()
-            delay = self.idle_poll()
+            # Never sleep past the next orphan scan: a dead worker's runs must move when its
+            # leases expire, not when the (slow, feed-backed) idle poll comes round.
+            scan_in = last_scan + self.lease_seconds / 2 - time.monotonic()
+            delay = min(self.idle_poll(), max(scan_in, 0.0))
             try:
                 if time.monotonic() - last_scan >= self.lease_seconds / 2:
                     last_scan = time.monotonic()

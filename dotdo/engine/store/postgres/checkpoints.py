@@ -123,6 +123,11 @@ async def write_checkpoints(
 
 
 def needs_notify(checkpoints: Sequence[Checkpoint], lost: set[str]) -> bool:
-    """Whether other workers must look: a run gave up its lease (it waits, with a wake time
-    another worker may act on, or it ended: someone may await its result) or sent events."""
-    return any(c.run_id not in lost and (c.release or c.sends) for c in checkpoints)
+    """Whether other workers must look: a run now hibernates (its wake time, or the event or
+    decision it waits for, may be another worker's to act on) or sent events. A run that
+    finished needs no one (a `result()` in another process polls); with many workers,
+    notifying every completion would wake all of them for nothing."""
+    return any(
+        c.run_id not in lost and ((c.release and c.status == "waiting") or c.sends)
+        for c in checkpoints
+    )

@@ -54,6 +54,10 @@ _TRANSIENT = (
 )
 
 
+IDLE_TX = "3s"
+"""How long the server lets a dotdo session sit idle inside a transaction (override with
+`?idle_in_transaction_session_timeout=...` in the URL)."""
+
 EVENTS_LOCK = 0x646F74646F01
 """The advisory lock every transaction that appends to the outbox, subscribes a wait or
 delivers events holds until it commits: event ids then commit in the order they were given
@@ -100,6 +104,13 @@ class Database:
         self.listening = False
         """Whether notifications arrive now (else the engine must poll)."""
         self._settings = {"synchronous_commit": "on" if synchronous != "NORMAL" else "off"}
+        if "idle_in_transaction_session_timeout" not in self.url:
+            # A worker frozen inside a group transaction (SIGSTOP, a VM paused) would hold its
+            # row and advisory locks, and every other worker would queue behind them. dotdo
+            # never idles inside a transaction (its statements go back to back), so the
+            # server may cut such a session after IDLE_TX: its locks go, its commit fails
+            # (a store fault), and its runs move on with their leases.
+            self._settings["idle_in_transaction_session_timeout"] = IDLE_TX
         self._readers = readers
         self._writer: asyncpg.Connection | None = None
         self._pool: asyncpg.Pool | None = None
