@@ -15,6 +15,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from backend_rows import expire_lease
 
 from dotdo import DO, Engine, current_step, workflow
 
@@ -67,11 +68,7 @@ async def _eventually(check: Any, what: str, timeout: float = 5.0) -> None:
 
 async def _expire(engine: Engine, run_id: str) -> None:
     """The paused worker's lease runs out (as if its renewals had stopped)."""
-
-    async def expire(conn: Any) -> None:
-        await conn.execute("UPDATE runs SET lease_until = 0 WHERE run_id = ?", (run_id,))
-
-    await engine.store.write(expire)  # type: ignore[attr-defined]
+    await expire_lease(str(engine.location.target), run_id)
 
 
 @pytest.mark.parametrize(
