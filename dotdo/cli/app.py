@@ -36,6 +36,7 @@ from dotdo.cli.common import (
     selected_db,
 )
 from dotdo.cli.flow import check, fmt, render_command, resolve_flow
+from dotdo.cli.ops import export, prune, retain_age, retry
 from dotdo.cli.output import (
     console,
     describe_approval,
@@ -56,6 +57,7 @@ from dotdo.dsl.python.do import DO
 from dotdo.engine import serde
 from dotdo.engine.engine import Engine
 from dotdo.engine.records import RunInfo
+from dotdo.engine.retention import keep_pruning
 from dotdo.engine.store.sqlite import ACTIVE, FINISHED
 from dotdo.errors import RunFailed
 
@@ -207,7 +209,7 @@ async def _cancel(db: Path, run_id: str, apps: list[str]) -> int:
     return 0
 
 
-async def _worker(db: Path, apps: list[str]) -> int:
+async def _worker(db: Path, apps: list[str], retain: float | None = None) -> int:
     targets = load_apps(apps)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -222,7 +224,10 @@ async def _worker(db: Path, apps: list[str]) -> int:
                 f"dotdo worker: {count} workflow{'s' if count != 1 else ''} registered "
                 f"from {', '.join(apps)}; db {db}; Ctrl-C stops"
             )
+            pruning = asyncio.create_task(keep_pruning(engine, retain)) if retain else None
             await stop.wait()
+            if pruning:
+                pruning.cancel()
     finally:
         for signum in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -319,14 +324,17 @@ def cancel(run_id: str, apps: tuple[str, ...]) -> None:
     "Drive the runs of this module's DO classes, or of this .flow file's workflows.",
     required=True,
 )
+@click.option("--retain", metavar="AGE", help="Prune finished runs older than AGE (30d) hourly.")
 @db_option()
-def worker(apps: tuple[str, ...]) -> None:
+def worker(apps: tuple[str, ...], retain: str | None) -> None:
     """Resume unfinished runs, fire timers and schedules, deliver events, for each --app."""
     log_to_stderr(logging.INFO)
-    execute(_worker(selected_db(), list(apps)))
+    execute(_worker(selected_db(), list(apps), retain_age(retain)))
 
 
 for _command in (approvals, approve, reject, send, check, fmt, render_command, serve):
+    cli.add_command(_command)
+for _command in (retry, prune, export):
     cli.add_command(_command)
 
 

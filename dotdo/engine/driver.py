@@ -38,6 +38,7 @@ from dotdo.engine.interpreter import (
     Wait,
     advance,
 )
+from dotdo.engine.reuse import replay
 from dotdo.engine.state import dump_error, encode_state
 from dotdo.engine.store.sqlite import Checkpoint, JournalRow, Store
 from dotdo.engine.workflow import Workflow
@@ -74,6 +75,8 @@ class _Run:
         self.instance = instance
         self.steps_done = steps_done
         self.cancel = False
+        self.reuse: dict[str, str | None] = {}
+        """A retry's results still to hand back, by step key (dotdo.engine.retry)."""
 
 
 class RunDriver(StoreFaults):
@@ -195,6 +198,11 @@ class RunDriver(StoreFaults):
             if run.cancel:
                 await self._finish_cancelled(run, journal, sends)
                 return
+            if run.reuse and (hit := replay(run, t, self.clock.now(), self.loop_budget)):
+                t, reused = hit
+                journal += reused
+                sends.extend(t.sends)
+                continue
             if isinstance(command, Suspend):
                 resolved = await self._suspend(run, t, journal, sends)
                 journal, sends = [], []

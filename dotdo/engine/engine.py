@@ -17,6 +17,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,14 +29,18 @@ from dotdo.engine import serde
 from dotdo.engine.allowlist import check_allow_list
 from dotdo.engine.clock import Clock, SystemClock
 from dotdo.engine.driver import FaultHook, _Run
+from dotdo.engine.export import export_run
 from dotdo.engine.faults import Outage, is_store_fault
 from dotdo.engine.handle import RunHandle
 from dotdo.engine.ids import check_id
 from dotdo.engine.interpreter import Event, Resume, RunState, TimerFired
 from dotdo.engine.leases import claim, lease_is_free, new_owner, release_owner, renew
 from dotdo.engine.records import RunInfo, StepRecord
+from dotdo.engine.retention import prune_runs
+from dotdo.engine.retry import retry_run
 from dotdo.engine.starts import NewRun, create_run
 from dotdo.engine.state import bind_inputs, decode_state, encode_state
+from dotdo.engine.store import operations
 from dotdo.engine.store.files import is_read_only_error
 from dotdo.engine.store.sqlite import Store
 from dotdo.engine.trust import (
@@ -326,6 +331,32 @@ class Engine(Hibernation):
             self._spawn(run, Resume())
         return RunHandle(self, run_id, wf)
 
+    async def retry(
+        self, run_id: str, *, from_step: str | None = None, new_run_id: str | None = None
+    ) -> RunHandle:
+        """Start a new run, linked to a failed, compensated or cancelled one, that reuses its
+        recorded results before `from_step` (all of them by default) and runs the rest on
+        the current code (docs/operations.md)."""
+        return await retry_run(self, run_id, from_step=from_step, new_run_id=new_run_id)
+
+    async def prune(
+        self,
+        *,
+        older_than: timedelta | float | None = None,
+        statuses: Iterable[str] | None = None,
+        workflow: str | None = None,
+        export_to: str | Path | None = None,
+    ) -> list[str]:
+        """Remove finished runs matching every filter given (at least one), with all that
+        was recorded for them; `export_to` writes each one's JSON export there first."""
+        return await prune_runs(
+            self, older_than=older_than, statuses=statuses, workflow=workflow, export_to=export_to
+        )
+
+    async def export(self, run_id: str) -> dict[str, Any]:
+        """A run's whole stored history as JSON-ready data (docs/operations.md)."""
+        return await export_run(self.store, run_id)
+
     def handle(self, run_id: str) -> RunHandle:
         """A handle on an existing run (its result, its status)."""
         return RunHandle(self, run_id, None)
@@ -416,6 +447,7 @@ class Engine(Hibernation):
         instance = self._instance(wf, row["entity_id"], run_id)
         run = _Run(run_id, wf, program, state, instance, row["steps_done"])
         run.cancel = bool(row["cancel_requested"])
+        run.reuse = await operations.reused_rows(self.store, run_id) if row["retry_of"] else {}
         wake_at = row["wake_at"]
         resolution = await self._resolution(run, wake_at)
         if resolution == "park":

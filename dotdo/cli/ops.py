@@ -1,0 +1,167 @@
+"""`dotdo retry | prune | export`: operating a database of runs (docs/operations.md).
+
+`retry` needs the current code (`--app`): the new run executes on it. `prune` and `export`
+work on the store alone and never import anything a row names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import click
+
+from dotdo.cli.common import (
+    USAGE,
+    CliError,
+    app_option,
+    checked_id,
+    db_option,
+    execute,
+    load_apps,
+    opened,
+    selected_db,
+)
+from dotdo.cli.output import to_json
+from dotdo.engine.retention import check_filter, parse_age
+from dotdo.engine.store import operations
+from dotdo.engine.store.sqlite import FINISHED
+from dotdo.errors import DotdoError
+
+__all__ = ["export", "prune", "retain_age", "retry"]
+
+
+async def _retry(
+    db: Path, run_id: str, from_step: str | None, new_id: str | None, apps: list[str]
+) -> int:
+    checked_id(run_id)
+    if new_id is not None:
+        checked_id(new_id, "--run-id")
+    targets = load_apps(apps)
+    async with opened(db, *targets, existing=True) as engine:
+        handle = await engine.retry(run_id, from_step=from_step, new_run_id=new_id)
+        try:
+            info = await engine.idle(handle.run_id)
+        except asyncio.CancelledError:
+            raise CliError(
+                f"interrupted; `dotdo worker` resumes run {handle.run_id}", 130
+            ) from None
+    line = f"run {handle.run_id} (retry of {run_id}) {info.status}"
+    if info.status == "completed":
+        click.echo(line, err=True)
+        click.echo(to_json(info.result))
+        return 0
+    click.echo(line)
+    return 0 if info.status == "waiting" else 1
+
+
+def _age(value: str | None, option: str = "--older-than") -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_age(value)
+    except DotdoError as exc:
+        raise CliError(f"{option}: {exc}", USAGE) from None
+
+
+def retain_age(value: str | None) -> float | None:
+    """`dotdo worker --retain AGE`: checked before the worker starts."""
+    try:
+        return _age(value, "--retain")
+    except CliError as exc:
+        raise click.BadParameter(exc.message.removeprefix("--retain: ")) from None
+
+
+async def _prune(
+    db: Path,
+    older_than: str | None,
+    statuses: tuple[str, ...],
+    workflow: str | None,
+    export_to: Path | None,
+    dry_run: bool,
+) -> int:
+    seconds = _age(older_than)
+    async with opened(db, existing=True, read_only=dry_run) as engine:
+        if dry_run:
+            where, _ = check_filter(seconds, statuses or None, workflow, engine.clock.now())
+            ids = await operations.prunable_runs(engine.store, where, 1_000_000)
+            click.echo(f"would remove {len(ids)} finished run{'s' * (len(ids) != 1)}")
+            return 0
+        removed = await engine.prune(
+            older_than=seconds,
+            statuses=statuses or None,
+            workflow=workflow,
+            export_to=export_to,
+        )
+    saved = f" (exported to {export_to})" if export_to is not None and removed else ""
+    click.echo(f"removed {len(removed)} finished run{'s' * (len(removed) != 1)}{saved}")
+    return 0
+
+
+async def _export(db: Path, run_id: str, output: Path | None) -> int:
+    checked_id(run_id)
+    async with opened(db, read_only=True) as engine:
+        data = await engine.export(run_id)
+    text = json.dumps(data, indent=2, sort_keys=True, default=str)
+    if output is None:
+        click.echo(text)
+    else:
+        output.write_text(text + "\n", encoding="utf-8")
+        click.echo(f"run {run_id} exported to {output}", err=True)
+    return 0
+
+
+@click.command()
+@click.argument("run_id", metavar="RUN")
+@click.option(
+    "--from", "from_step", metavar="STEP", help="Rerun from this step (default: where it failed)."
+)
+@click.option("--run-id", "new_id", metavar="ID", help="Id of the new run (default RUN~retry-…).")
+@app_option("The current code of the run's workflow (the retry runs on it).", required=True)
+@db_option()
+def retry(run_id: str, from_step: str | None, new_id: str | None, apps: tuple[str, ...]) -> None:
+    """Start a new run continuing a failed, compensated or cancelled RUN."""
+    execute(_retry(selected_db(), run_id, from_step, new_id, list(apps)))
+
+
+@click.command()
+@click.option("--older-than", metavar="AGE", help="Finished longer ago than this: 30d, 12h, 90m.")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(FINISHED),
+    help="Only runs that ended so (repeatable).",
+)
+@click.option("--workflow", metavar="NAME", help="Only runs of this workflow (Class.method).")
+@click.option(
+    "--export-to",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Write each run's JSON export into this folder before removing it.",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would go; remove nothing.")
+@db_option()
+def prune(
+    older_than: str | None,
+    statuses: tuple[str, ...],
+    workflow: str | None,
+    export_to: Path | None,
+    dry_run: bool,
+) -> None:
+    """Remove finished runs (and their journals, events, approvals) matching every filter."""
+    execute(_prune(selected_db(), older_than, statuses, workflow, export_to, dry_run))
+
+
+@click.command()
+@click.argument("run_id", metavar="RUN")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to write (default: stdout).",
+)
+@db_option()
+def export(run_id: str, output: Path | None) -> None:
+    """Write RUN's whole stored history as JSON (for audits)."""
+    execute(_export(selected_db(), run_id, output))
