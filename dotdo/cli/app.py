@@ -51,6 +51,7 @@ from dotdo.cli.output import (
     to_json,
 )
 from dotdo.cli.serve import serve
+from dotdo.cli.upgrade import upgrade
 from dotdo.cli.waits import approvals, approve, reject, send
 from dotdo.dsl.python.decorators import WorkflowDef
 from dotdo.dsl.python.do import DO
@@ -334,7 +335,7 @@ def worker(apps: tuple[str, ...], retain: str | None) -> None:
 
 for _command in (approvals, approve, reject, send, check, fmt, render_command, serve):
     cli.add_command(_command)
-for _command in (retry, prune, export):
+for _command in (retry, prune, export, upgrade):
     cli.add_command(_command)
 
 

@@ -52,6 +52,7 @@ from dotdo.engine.trust import (
     stored_graph,
     trust_types_of,
 )
+from dotdo.engine.upgrade_check import UpgradeReport, check_runs
 from dotdo.engine.waits import Hibernation
 from dotdo.engine.workflow import Workflow, workflows_of
 from dotdo.errors import (
@@ -168,6 +169,11 @@ class Engine(Hibernation):
     @property
     def workflows(self) -> dict[str, Workflow]:
         return dict(self._workflows)
+
+    @property
+    def registered_classes(self) -> dict[str, type[Any]]:
+        """The DO classes registered here, by class name (also the entity types hosted)."""
+        return dict(self._classes)
 
     def workflow(self, name: str) -> Workflow:
         try:
@@ -352,6 +358,11 @@ class Engine(Hibernation):
         return await prune_runs(
             self, older_than=older_than, statuses=statuses, workflow=workflow, export_to=export_to
         )
+
+    async def upgrade_check(self, *, workflows: Iterable[str] | None = None) -> UpgradeReport:
+        """Whether every unfinished run can finish on the code registered here: for each,
+        what it would still run that today's code no longer resolves (docs/upgrades.md)."""
+        return await check_runs(self, workflows=workflows)
 
     async def export(self, run_id: str) -> dict[str, Any]:
         """A run's whole stored history as JSON-ready data (docs/operations.md)."""
