@@ -35,6 +35,7 @@ from dotdo.cli.common import (
     parse_json,
     selected_db,
 )
+from dotdo.cli.diff import diff
 from dotdo.cli.flow import check, fmt, render_command, resolve_flow
 from dotdo.cli.ops import export, prune, retain_age, retry
 from dotdo.cli.output import (
@@ -335,7 +336,7 @@ def worker(apps: tuple[str, ...], retain: str | None) -> None:
 
 for _command in (approvals, approve, reject, send, check, fmt, render_command, serve):
     cli.add_command(_command)
-for _command in (retry, prune, export, upgrade):
+for _command in (retry, prune, export, upgrade, diff):
     cli.add_command(_command)
 
 
