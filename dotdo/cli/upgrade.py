@@ -12,8 +12,19 @@ from pathlib import Path
 
 import click
 
-from dotdo.cli.common import app_option, db_option, execute, load_apps, opened, selected_db
+from dotdo.cli.common import (
+    USAGE,
+    CliError,
+    app_option,
+    checked_id,
+    db_option,
+    execute,
+    load_apps,
+    opened,
+    selected_db,
+)
 from dotdo.cli.output import one_line
+from dotdo.engine.upgrade_apply import check_one
 from dotdo.engine.upgrade_check import UpgradeReport
 
 __all__ = ["upgrade"]
@@ -84,3 +95,41 @@ def upgrade() -> None:
 def check(apps: tuple[str, ...], workflows: tuple[str, ...], as_json: bool) -> None:
     """Exit 1, naming each unfinished run this code would strand, and why."""
     execute(_check(selected_db(), list(apps), list(workflows), as_json))
+
+
+async def _apply(db: Path, run_id: str | None, every: bool, apps: list[str], dry_run: bool) -> int:
+    if (run_id is None) == (not every):
+        raise CliError("name one RUN or pass --all (not both)", USAGE)
+    if run_id is not None:
+        checked_id(run_id)
+    targets = load_apps(apps)
+    async with opened(db, *targets, existing=True) as engine:
+        outcomes = await engine.upgrade_apply(None if every else [run_id or ""], dry_run=dry_run)
+    if run_id is not None:
+        outcome = check_one(outcomes)
+        moved = f"{outcome.from_hash} -> {outcome.to_hash}"
+        click.echo(f"run {outcome.run_id}: {outcome.reason} (graph {moved})")
+        return 0
+    refused = [o for o in outcomes if not o.applied]
+    for outcome in outcomes:
+        if outcome.applied:
+            click.echo(f"  run {outcome.run_id}: {outcome.reason}")
+        else:
+            click.echo(f"  run {outcome.run_id}: refused: {one_line(outcome.reason)}")
+    verb = "would move" if dry_run else "moved"
+    click.echo(
+        f"upgrade apply: {verb} {len(outcomes) - len(refused)} of {len(outcomes)} parked run"
+        f"{'s' * (len(outcomes) != 1)} on an older graph; {len(refused)} refused"
+    )
+    return 1 if refused else 0
+
+
+@upgrade.command()
+@click.argument("run_id", metavar="RUN", required=False)
+@click.option("--all", "every", is_flag=True, help="Every parked run on an older graph.")
+@app_option("The current code (the graphs runs move onto).", required=True)
+@click.option("--dry-run", is_flag=True, help="Say what would move; change nothing.")
+@db_option()
+def apply(run_id: str | None, every: bool, apps: tuple[str, ...], dry_run: bool) -> None:
+    """Move RUN (or --all) onto the current graph where step ids and liveness allow it."""
+    execute(_apply(selected_db(), run_id, every, list(apps), dry_run))

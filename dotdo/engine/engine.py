@@ -17,7 +17,6 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,15 +28,13 @@ from dotdo.engine import serde
 from dotdo.engine.allowlist import check_allow_list
 from dotdo.engine.clock import Clock, SystemClock
 from dotdo.engine.driver import FaultHook, _Run
-from dotdo.engine.export import export_run
 from dotdo.engine.faults import Outage, is_store_fault
 from dotdo.engine.handle import RunHandle
 from dotdo.engine.ids import check_id
 from dotdo.engine.interpreter import Event, Resume, RunState, TimerFired
 from dotdo.engine.leases import claim, lease_is_free, new_owner, release_owner, renew
+from dotdo.engine.operating import Operations
 from dotdo.engine.records import RunInfo, StepRecord
-from dotdo.engine.retention import prune_runs
-from dotdo.engine.retry import retry_run
 from dotdo.engine.starts import NewRun, create_run
 from dotdo.engine.state import bind_inputs, decode_state, encode_state
 from dotdo.engine.store import operations
@@ -52,7 +49,6 @@ from dotdo.engine.trust import (
     stored_graph,
     trust_types_of,
 )
-from dotdo.engine.upgrade_check import UpgradeReport, check_runs
 from dotdo.engine.waits import Hibernation
 from dotdo.engine.workflow import Workflow, workflows_of
 from dotdo.errors import (
@@ -70,7 +66,7 @@ __all__ = ["Engine", "FaultHook", "RunHandle"]
 log = logging.getLogger("dotdo.engine")
 
 
-class Engine(Hibernation):
+class Engine(Operations, Hibernation):
     """An embedded durable-workflow engine over one SQLite file.
 
     `Engine()` uses ./dotdo.db. Register DO classes, then `async with engine:` opens the store,
@@ -169,11 +165,6 @@ class Engine(Hibernation):
     @property
     def workflows(self) -> dict[str, Workflow]:
         return dict(self._workflows)
-
-    @property
-    def registered_classes(self) -> dict[str, type[Any]]:
-        """The DO classes registered here, by class name (also the entity types hosted)."""
-        return dict(self._classes)
 
     def workflow(self, name: str) -> Workflow:
         try:
@@ -336,37 +327,6 @@ class Engine(Hibernation):
             run = _Run(run_id, wf, wf.program(), state, instance, 0)
             self._spawn(run, Resume())
         return RunHandle(self, run_id, wf)
-
-    async def retry(
-        self, run_id: str, *, from_step: str | None = None, new_run_id: str | None = None
-    ) -> RunHandle:
-        """Start a new run, linked to a failed, compensated or cancelled one, that reuses its
-        recorded results before `from_step` (all of them by default) and runs the rest on
-        the current code (docs/operations.md)."""
-        return await retry_run(self, run_id, from_step=from_step, new_run_id=new_run_id)
-
-    async def prune(
-        self,
-        *,
-        older_than: timedelta | float | None = None,
-        statuses: Iterable[str] | None = None,
-        workflow: str | None = None,
-        export_to: str | Path | None = None,
-    ) -> list[str]:
-        """Remove finished runs matching every filter given (at least one), with all that
-        was recorded for them; `export_to` writes each one's JSON export there first."""
-        return await prune_runs(
-            self, older_than=older_than, statuses=statuses, workflow=workflow, export_to=export_to
-        )
-
-    async def upgrade_check(self, *, workflows: Iterable[str] | None = None) -> UpgradeReport:
-        """Whether every unfinished run can finish on the code registered here: for each,
-        what it would still run that today's code no longer resolves (docs/upgrades.md)."""
-        return await check_runs(self, workflows=workflows)
-
-    async def export(self, run_id: str) -> dict[str, Any]:
-        """A run's whole stored history as JSON-ready data (docs/operations.md)."""
-        return await export_run(self.store, run_id)
 
     def handle(self, run_id: str) -> RunHandle:
         """A handle on an existing run (its result, its status)."""

@@ -257,23 +257,31 @@ def repin_run(
     *,
     old_hash: str,
     new_hash: str,
-    graph: tuple[str, str, str | None] | None,
+    graph: tuple[str, str, str | None],
     node: str,
     state: str,
     now: float,
+    lease_now: float,
+    mac: tuple[str, str] | None = None,
 ) -> bool:
     """Move a parked run onto another graph (writer thread): only if it is still pinned to
-    `old_hash` and nobody holds it. `graph` is (name, body, module) to store first."""
-    if graph is not None:
+    `old_hash`, waiting, and nobody holds it. `graph` is (name, body, module) of the new
+    graph, stored if it is not yet; `mac` its signature row (key, value) when signing."""
+    conn.execute(
+        "INSERT INTO graphs(hash, name, body, created_at, module) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT(hash) DO NOTHING",
+        (new_hash, graph[0], graph[1], now, graph[2]),
+    )
+    if mac is not None:
         conn.execute(
-            "INSERT INTO graphs(hash, name, body, created_at, module) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT(hash) DO NOTHING",
-            (new_hash, graph[0], graph[1], now, graph[2]),
+            "INSERT INTO meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            mac,
         )
     changed = conn.execute(
         "UPDATE runs SET graph_hash = ?, node = ?, state = ?, updated_at = ? "
-        "WHERE run_id = ? AND graph_hash = ? AND status IN ('running', 'waiting') "
+        "WHERE run_id = ? AND graph_hash = ? AND status = 'waiting' "
         "AND (lease_owner IS NULL OR lease_until < ?)",
-        (new_hash, node, state, now, run_id, old_hash, now),
+        (new_hash, node, state, now, run_id, old_hash, lease_now),
     ).rowcount
     return bool(changed)
