@@ -37,7 +37,7 @@ from dotdo.cli.common import (
 )
 from dotdo.cli.diff import diff
 from dotdo.cli.flow import check, fmt, render_command, resolve_flow
-from dotdo.cli.ops import export, prune, retain_age, retry
+from dotdo.cli.ops import WorkerOps, export, operating, prune, retry, worker_options
 from dotdo.cli.output import (
     console,
     describe_approval,
@@ -59,7 +59,6 @@ from dotdo.dsl.python.do import DO
 from dotdo.engine import serde
 from dotdo.engine.engine import Engine
 from dotdo.engine.records import RunInfo
-from dotdo.engine.retention import keep_pruning
 from dotdo.engine.store.sqlite import ACTIVE, FINISHED
 from dotdo.errors import RunFailed
 
@@ -211,7 +210,7 @@ async def _cancel(db: Path, run_id: str, apps: list[str]) -> int:
     return 0
 
 
-async def _worker(db: Path, apps: list[str], retain: float | None = None) -> int:
+async def _worker(db: Path, apps: list[str], ops: WorkerOps | None = None) -> int:
     targets = load_apps(apps)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -226,10 +225,8 @@ async def _worker(db: Path, apps: list[str], retain: float | None = None) -> int
                 f"dotdo worker: {count} workflow{'s' if count != 1 else ''} registered "
                 f"from {', '.join(apps)}; db {db}; Ctrl-C stops"
             )
-            pruning = asyncio.create_task(keep_pruning(engine, retain)) if retain else None
-            await stop.wait()
-            if pruning:
-                pruning.cancel()
+            async with operating(engine, ops or WorkerOps()):
+                await stop.wait()
     finally:
         for signum in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -326,12 +323,12 @@ def cancel(run_id: str, apps: tuple[str, ...]) -> None:
     "Drive the runs of this module's DO classes, or of this .flow file's workflows.",
     required=True,
 )
-@click.option("--retain", metavar="AGE", help="Prune finished runs older than AGE (30d) hourly.")
+@worker_options
 @db_option()
-def worker(apps: tuple[str, ...], retain: str | None) -> None:
+def worker(apps: tuple[str, ...], ops: WorkerOps) -> None:
     """Resume unfinished runs, fire timers and schedules, deliver events, for each --app."""
     log_to_stderr(logging.INFO)
-    execute(_worker(selected_db(), list(apps), retain_age(retain)))
+    execute(_worker(selected_db(), list(apps), ops))
 
 
 for _command in (approvals, approve, reject, send, check, fmt, render_command, serve):

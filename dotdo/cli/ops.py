@@ -7,8 +7,14 @@ work on the store alone and never import anything a row names.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -24,12 +30,14 @@ from dotdo.cli.common import (
     selected_db,
 )
 from dotdo.cli.output import to_json
-from dotdo.engine.retention import check_filter, parse_age
+from dotdo.engine.engine import Engine
+from dotdo.engine.logs import JsonFormatter
+from dotdo.engine.retention import check_filter, keep_pruning, parse_age
 from dotdo.engine.store import operations
 from dotdo.engine.store.sqlite import FINISHED
 from dotdo.errors import DotdoError
 
-__all__ = ["export", "prune", "retain_age", "retry"]
+__all__ = ["WorkerOps", "export", "operating", "prune", "retain_age", "retry", "worker_options"]
 
 
 async def _retry(
@@ -165,3 +173,110 @@ def prune(
 def export(run_id: str, output: Path | None) -> None:
     """Write RUN's whole stored history as JSON (for audits)."""
     execute(_export(selected_db(), run_id, output))
+
+
+# ------------------------------------------------------------------ the worker's extras
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class WorkerOps:
+    """What `dotdo worker` does besides driving runs: retention, metrics, JSON logs."""
+
+    retain: float | None = None
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    log_json: bool = False
+
+
+class _JsonLine(logging.Handler):
+    """Log records as JSON lines on stderr (through click, like the CLI's other lines)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(JsonFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=True)
+
+
+def worker_options(fn: _F) -> _F:
+    """`--retain AGE`, `--metrics-port N`, `--metrics-host`, `--log-json`, gathered (and
+    checked, before anything opens) into one `ops: WorkerOps` argument."""
+
+    @functools.wraps(fn)
+    def wrapper(
+        *args: Any,
+        retain: str | None,
+        metrics_port: int | None,
+        metrics_host: str,
+        log_json: bool,
+        **kwargs: Any,
+    ) -> Any:
+        if metrics_port is not None:
+            from dotdo.engine.metrics import check_metrics_host
+
+            try:
+                check_metrics_host(metrics_host)
+            except DotdoError as exc:
+                raise click.BadParameter(str(exc), param_hint="--metrics-host") from None
+        ops = WorkerOps(retain_age(retain), metrics_port, metrics_host, log_json)
+        return fn(*args, ops=ops, **kwargs)
+
+    options = [
+        click.option("--retain", metavar="AGE", help="Prune finished runs older than AGE hourly."),
+        click.option(
+            "--metrics-port",
+            type=click.IntRange(0, 65535),
+            metavar="N",
+            help="Serve Prometheus /metrics on this port (needs dotdo[metrics]).",
+        ),
+        click.option(
+            "--metrics-host", default="127.0.0.1", show_default=True, help="Loopback only."
+        ),
+        click.option("--log-json", is_flag=True, help="Log one JSON object per line."),
+    ]
+    decorated: Any = wrapper
+    for option in options:
+        decorated = option(decorated)
+    return decorated  # type: ignore[no-any-return]
+
+
+@contextlib.asynccontextmanager
+async def operating(engine: Engine, ops: WorkerOps) -> AsyncIterator[None]:
+    """Start the worker's extras on an open engine; stop them when the worker stops."""
+    restore: list[Callable[[], None]] = []
+    if ops.log_json:
+        dotdo_logger, root = logging.getLogger("dotdo"), logging.getLogger()
+        plain = list(dotdo_logger.handlers)
+        line = _JsonLine()
+        dotdo_logger.handlers[:] = [line]
+        root.addHandler(line)  # the app's own records, with their run ids
+        restore.append(lambda: setattr(dotdo_logger, "handlers", plain))
+        restore.append(lambda: root.removeHandler(line))
+    pruning = asyncio.create_task(keep_pruning(engine, ops.retain)) if ops.retain else None
+    metrics: Any = None
+    if ops.metrics_port is not None:
+        try:
+            from dotdo.engine.metrics import PrometheusMetrics
+        except ImportError:
+            raise CliError(
+                "--metrics-port needs prometheus-client: pip install 'dotdo[metrics]'"
+            ) from None
+        metrics = PrometheusMetrics()
+        engine.observe(metrics)
+        try:
+            port = metrics.serve(ops.metrics_port, ops.metrics_host)
+        except OSError as exc:
+            raise CliError(f"cannot serve metrics on port {ops.metrics_port}: {exc}") from None
+        click.echo(f"dotdo worker: metrics on http://{ops.metrics_host}:{port}/metrics")
+    try:
+        yield
+    finally:
+        if pruning is not None:
+            pruning.cancel()
+            await asyncio.gather(pruning, return_exceptions=True)
+        if metrics is not None:
+            metrics.close()
+        for undo in restore:
+            undo()

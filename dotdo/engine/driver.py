@@ -14,6 +14,7 @@ import asyncio
 import inspect
 import logging
 import random
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -38,9 +39,11 @@ from dotdo.engine.interpreter import (
     Wait,
     advance,
 )
+from dotdo.engine.logs import bind_run
 from dotdo.engine.reuse import replay
 from dotdo.engine.state import dump_error, encode_state
 from dotdo.engine.store.sqlite import Checkpoint, JournalRow, Store
+from dotdo.engine.telemetry import Telemetry, wait_kind
 from dotdo.engine.workflow import Workflow
 from dotdo.errors import DotdoError, LeaseLost, SerializationError, StepInterrupted, StepTimeout
 
@@ -77,6 +80,9 @@ class _Run:
         self.cancel = False
         self.reuse: dict[str, str | None] = {}
         """A retry's results still to hand back, by step key (dotdo.engine.retry)."""
+        self.trace: str | None = None
+        """What telemetry stored for the run's earlier stretches (its trace)."""
+        self.status = "running"
 
 
 class RunDriver(StoreFaults):
@@ -85,6 +91,8 @@ class RunDriver(StoreFaults):
     clock: Clock
     faults: FaultHook | None
     loop_budget: int
+    telemetry: Telemetry = Telemetry()
+    """Observers of runs, steps, waits and commits (`engine.observe`; dotdo.engine.telemetry)."""
     """Graph nodes (and plain .flow loop iterations) a run may go through between two
     durable operations (see dotdo.compiler.loop_budget)."""
     _active: dict[str, asyncio.Task[None]]
@@ -153,6 +161,8 @@ class RunDriver(StoreFaults):
         self, run: _Run, event: Event, recovered: bool, journal: list[JournalRow] | None
     ) -> None:
         failure: Exception | None = None
+        bind_run(run.run_id)
+        stretch = self.telemetry.stretch_start(run.run_id, run.workflow.qualname, run.trace)
         try:
             await self._drive(run, event, recovered, journal)
         except LeaseLost:
@@ -168,6 +178,7 @@ class RunDriver(StoreFaults):
         finally:
             self._active.pop(run.run_id, None)
             self._runs.pop(run.run_id, None)
+            self.telemetry.stretch_end(stretch, run.status)
         if failure is not None:
             # Nothing after the last commit was stored: drive the run again from there.
             self._retry_later(run.run_id, failure)
@@ -269,7 +280,10 @@ class RunDriver(StoreFaults):
             row = JournalRow(call.key, "started", call.attempt, started_at=started)
             await self.store.checkpoint(self._checkpoint(run, "running", journal=[row]))
         self._fault("before_step", run.run_id)
+        seen = self.telemetry.step_start(run.run_id, run.workflow.qualname, call.key, call.attempt)
+        began = time.perf_counter()
         outcome = await self._execute(run.run_id, call)
+        self.telemetry.step_end(seen, getattr(outcome, "error", None), time.perf_counter() - began)
         self._fault("after_step", run.run_id)
         finished = self.clock.now()
         if isinstance(outcome, StepOk):
@@ -385,6 +399,9 @@ class RunDriver(StoreFaults):
             )
             command = Finish("failed", error=exc)
         await self.store.checkpoint(checkpoint)
+        run.status = checkpoint.status
+        if run.status == "waiting" and isinstance(command, Wait | Suspend):
+            self.telemetry.waiting(run.run_id, run.workflow.qualname, wait_kind(t), command.key)
         if self._faulted:
             self._faulted.pop(run.run_id, None)
         if isinstance(command, Finish) or checkpoint.status == "failed":
@@ -451,6 +468,7 @@ class RunDriver(StoreFaults):
                 error=serde.dumps(DotdoError("cancelled")),
             )
         )
+        run.status = "cancelled"
         await self._withdraw_approvals(run.run_id)
         self._notify(run.run_id)
 

@@ -192,6 +192,7 @@ class Engine(Operations, Hibernation):
             busy_timeout=self.busy_timeout,
             read_only=self.read_only,
         )
+        self._store.on_commit = self.telemetry.committed if self.telemetry.observers else None
         try:
             await self._store.open()
         except BaseException:
@@ -323,6 +324,7 @@ class Engine(Operations, Hibernation):
             self._signed.add(graph.hash)
         entity_id = new.entity_id
         if created:
+            self.telemetry.run_started(run_id, wf.qualname)
             instance = self._instance(wf, entity_id, run_id)
             run = _Run(run_id, wf, wf.program(), state, instance, 0)
             self._spawn(run, Resume())
@@ -347,13 +349,15 @@ class Engine(Operations, Hibernation):
         return claimed
 
     async def _claim_orphans(self, conn: aiosqlite.Connection) -> list[str]:
-        return await claim(
-            conn,
-            owner=self.owner,
-            ttl=self.lease_seconds,
-            workflows=list(self._workflows),
-            status="running",
-            skip=self._active,
+        return self.telemetry.claimed(
+            await claim(
+                conn,
+                owner=self.owner,
+                ttl=self.lease_seconds,
+                workflows=list(self._workflows),
+                status="running",
+                skip=self._active,
+            )
         )
 
     async def _claim_due(self, conn: aiosqlite.Connection) -> list[str]:
@@ -419,6 +423,7 @@ class Engine(Operations, Hibernation):
         run = _Run(run_id, wf, program, state, instance, row["steps_done"])
         run.cancel = bool(row["cancel_requested"])
         run.reuse = await operations.reused_rows(self.store, run_id) if row["retry_of"] else {}
+        run.trace = row["trace"]
         wake_at = row["wake_at"]
         resolution = await self._resolution(run, wake_at)
         if resolution == "park":

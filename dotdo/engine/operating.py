@@ -15,6 +15,7 @@ from dotdo.engine.export import export_run
 from dotdo.engine.handle import RunHandle
 from dotdo.engine.retention import prune_runs
 from dotdo.engine.retry import retry_run
+from dotdo.engine.telemetry import Observer, Telemetry
 from dotdo.engine.upgrade_apply import UpgradeOutcome, apply_upgrades
 from dotdo.engine.upgrade_check import UpgradeReport, check_runs
 
@@ -36,6 +37,17 @@ class Operations:
     def registered_classes(self) -> dict[str, type[Any]]:
         """The DO classes registered here, by class name (also the entity types hosted)."""
         return dict(self._classes)
+
+    def observe(self, *observers: Observer) -> Engine:
+        """Add telemetry observers (dotdo.engine.telemetry: Prometheus metrics, OpenTelemetry
+        traces, your own); they see every run, step, wait and commit from then on."""
+        engine = self._engine()
+        engine.telemetry = Telemetry([*engine.telemetry.observers, *observers])
+        for observer in observers:
+            observer.bind(engine)
+        if engine._store is not None:
+            engine._store.on_commit = engine.telemetry.committed
+        return engine
 
     async def retry(
         self, run_id: str, *, from_step: str | None = None, new_run_id: str | None = None

@@ -124,6 +124,7 @@ async def retry_run(
         return True
 
     await engine.store.write_on_thread(functools.partial(write))
+    engine.telemetry.run_started(new_id, wf.qualname)
     run = _Run(new_id, wf, wf.program(), state, engine._instance(wf, new.entity_id, new_id), 0)
     run.reuse = {r["step_key"]: r["value"] for r in reuse}
     engine._spawn(run, Resume())

@@ -196,6 +196,7 @@ class Hibernation(RunDriver):
             finished_at=self.clock.now(),
         )
         run.steps_done += 1
+        self.telemetry.decided(run.run_id, run.workflow.qualname, key)
         return Resolved(value), row
 
     # ---------------------------------------------------------------- resuming

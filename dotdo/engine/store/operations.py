@@ -285,3 +285,23 @@ def repin_run(
         (new_hash, node, state, now, run_id, old_hash, lease_now),
     ).rowcount
     return bool(changed)
+
+
+# ------------------------------------------------------------------------------ telemetry
+SET_TRACE = "UPDATE runs SET trace = ? WHERE run_id = ? AND trace IS NULL"
+"""Store a run's trace (its first stretch's W3C traceparent) once."""
+
+
+def waiting_by_kind(conn: sqlite3.Connection) -> dict[str, int]:
+    """Waiting runs by what they wait on: approval, event or timer (a sleep or a retry)."""
+    counts = dict.fromkeys(("approval", "event", "timer"), 0)
+    for kind, count in conn.execute(
+        "SELECT CASE "
+        "WHEN EXISTS (SELECT 1 FROM approvals a WHERE a.run_id = runs.run_id "
+        "AND a.status = 'pending') THEN 'approval' "
+        "WHEN EXISTS (SELECT 1 FROM waits w WHERE w.run_id = runs.run_id "
+        "AND w.event_id IS NULL) THEN 'event' ELSE 'timer' END AS kind, COUNT(*) "
+        "FROM runs WHERE status = 'waiting' GROUP BY kind"
+    ):
+        counts[kind] = count
+    return counts

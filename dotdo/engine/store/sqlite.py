@@ -282,6 +282,8 @@ class Store:
         self._failed: BaseException | None = None
         self.batches = 0
         self.committed = 0
+        self.on_commit: Callable[[int, float], None] | None = None
+        """Told each group commit's size and latency (dotdo.engine.telemetry)."""
         self.health = WriteHealth(self.path)
 
     # -------------------------------------------------------------- lifecycle
@@ -491,6 +493,7 @@ class Store:
             if not jobs and not checkpoints and not thread_jobs:
                 continue
             lost: set[str] = set()
+            began = time.perf_counter()
             outcomes: list[tuple[bool, Any]] = []
             run_ids = [c.run_id for c, _ in checkpoints]
             try:
@@ -510,6 +513,8 @@ class Store:
                 )
                 self.batches += 1
                 self.committed += len(checkpoints)
+                if self.on_commit is not None:
+                    self.on_commit(len(checkpoints), time.perf_counter() - began)
                 if self.health.since is not None:
                     self.health.succeeded()
                 if self.commit_hook:

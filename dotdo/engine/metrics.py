@@ -1,0 +1,169 @@
+"""Prometheus metrics for an engine (`pip install 'dotdo[metrics]'`, prometheus-client).
+
+    from dotdo.engine.metrics import PrometheusMetrics
+    metrics = PrometheusMetrics()
+    engine.observe(metrics)
+    metrics.serve(9464)                  # /metrics on 127.0.0.1:9464 (dotdo worker --metrics-port)
+
+Counters and histograms are fed by the engine's telemetry hooks; the number of waiting runs
+by kind is read from the database at each scrape (a read-only connection of its own), so it
+counts every process's runs, not only this one's. Each instance has its own registry, so
+several engines in one process do not collide; `registry` is what a host app mounts.
+Labels are the workflow, the outcome, and (for steps) the step id without its loop
+iterations, so their number stays bounded by the code, not by the data.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from dotdo.engine.store.operations import waiting_by_kind
+from dotdo.engine.telemetry import Observer
+from dotdo.errors import DotdoError
+
+if TYPE_CHECKING:
+    from dotdo.engine.engine import Engine
+
+__all__ = ["PrometheusMetrics", "check_metrics_host"]
+
+_LOOPS = re.compile(r"(\[\d+\])+")
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+_STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1)
+_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def check_metrics_host(host: str) -> str:
+    """The metrics endpoint has no authentication: it is served on loopback only."""
+    if host not in _LOOPBACK:
+        raise DotdoError(
+            f"refusing to serve metrics on {host!r}: /metrics has no authentication, so it "
+            "binds loopback only (127.0.0.1, ::1); scrape it through a local agent or proxy"
+        )
+    return host
+
+
+class _Waiting(Collector):
+    """`dotdo_waiting_runs{kind}`, read from the store at scrape time."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "dotdo_waiting_runs", "Runs waiting, by what they wait on", labels=["kind"]
+        )
+        if self.path is not None and self.path.exists():
+            with self._lock:
+                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=1.0)
+                try:
+                    counts = waiting_by_kind(conn)
+                except sqlite3.Error:
+                    counts = {}
+                finally:
+                    conn.close()
+            for kind, count in sorted(counts.items()):
+                family.add_metric([kind], count)
+        yield family
+
+
+class PrometheusMetrics(Observer):
+    """Runs started and finished, step latency, retries, waits, decisions, group-commit
+    size and latency, lease takeovers, and waiting runs by kind."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.started = Counter("dotdo_runs_started", "Runs started", ["workflow"], registry=r)
+        self.finished = Counter(
+            "dotdo_runs_finished", "Runs finished", ["workflow", "outcome"], registry=r
+        )
+        self.steps = Histogram(
+            "dotdo_step_seconds",
+            "Step attempt latency",
+            ["workflow", "step", "outcome"],
+            buckets=_STEP_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "dotdo_step_retries", "Step attempts after the first", ["workflow"], registry=r
+        )
+        self.waits = Counter("dotdo_waits", "Runs parked", ["workflow", "kind"], registry=r)
+        self.decisions = Counter(
+            "dotdo_decisions", "Waits resolved (decisions, events)", ["workflow"], registry=r
+        )
+        self.commit_size = Histogram(
+            "dotdo_group_commit_size",
+            "Checkpoints per group commit",
+            buckets=_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.commit_seconds = Histogram(
+            "dotdo_commit_seconds", "Group commit latency", buckets=_COMMIT_BUCKETS, registry=r
+        )
+        self.takeovers = Counter(
+            "dotdo_lease_takeovers", "Runs taken over from dead owners", registry=r
+        )
+        self._waiting = _Waiting(None)
+        r.register(self._waiting)
+        self._server: Any = None
+
+    def bind(self, engine: Engine) -> None:
+        self._waiting.path = engine.path
+
+    def run_started(self, run_id: str, workflow: str) -> None:
+        self.started.labels(workflow).inc()
+
+    def stretch_start(self, run_id: str, workflow: str, trace: str | None) -> Any:
+        return workflow
+
+    def stretch_end(self, token: Any, outcome: str) -> None:
+        if outcome in ("completed", "failed", "compensated", "cancelled"):
+            self.finished.labels(token, outcome).inc()
+
+    def step_start(self, run_id: str, workflow: str, key: str, attempt: int) -> Any:
+        if attempt > 1:
+            self.retries.labels(workflow).inc()
+        return workflow, _LOOPS.sub("", key)
+
+    def step_end(self, token: Any, error: BaseException | None, seconds: float) -> None:
+        workflow, step = token
+        self.steps.labels(workflow, step, "error" if error else "ok").observe(seconds)
+
+    def waiting(self, run_id: str, workflow: str, kind: str, key: str) -> None:
+        self.waits.labels(workflow, kind).inc()
+
+    def decided(self, run_id: str, workflow: str, key: str) -> None:
+        self.decisions.labels(workflow).inc()
+
+    def committed(self, size: int, seconds: float) -> None:
+        if size:
+            self.commit_size.observe(size)
+            self.commit_seconds.observe(seconds)
+
+    def took_over(self, count: int) -> None:
+        self.takeovers.inc(count)
+
+    def serve(self, port: int, host: str = "127.0.0.1") -> int:
+        """Serve /metrics on host:port (loopback only) from a daemon thread; returns the
+        port (useful with port 0)."""
+        addr = check_metrics_host(host)
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        self._server = server
+        return int(server.server_port)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
