@@ -114,6 +114,7 @@ class PrometheusMetrics(Observer):
         self.takeovers = Counter(
             "dotdo_lease_takeovers", "Runs taken over from dead owners", registry=r
         )
+        self._step_children: dict[tuple[str, str, bool], Any] = {}
         self._waiting = _Waiting(None)
         r.register(self._waiting)
         self._server: Any = None
@@ -134,11 +135,18 @@ class PrometheusMetrics(Observer):
     def step_start(self, run_id: str, workflow: str, key: str, attempt: int) -> Any:
         if attempt > 1:
             self.retries.labels(workflow).inc()
-        return workflow, _LOOPS.sub("", key)
+        return workflow, key
 
     def step_end(self, token: Any, error: BaseException | None, seconds: float) -> None:
-        workflow, step = token
-        self.steps.labels(workflow, step, "error" if error else "ok").observe(seconds)
+        # Children are looked up once per (workflow, step, outcome): `labels()` costs more
+        # than the observation itself, and this runs for every step attempt.
+        step = _LOOPS.sub("", token[1]) if "[" in token[1] else token[1]
+        key = (token[0], step, error is None)
+        child = self._step_children.get(key)
+        if child is None:
+            child = self.steps.labels(token[0], step, "ok" if error is None else "error")
+            self._step_children[key] = child
+        child.observe(seconds)
 
     def waiting(self, run_id: str, workflow: str, kind: str, key: str) -> None:
         self.waits.labels(workflow, kind).inc()

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import sqlite3
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -90,9 +92,12 @@ class OpenTelemetryTracing(Observer):
         engine = self._engine
         if engine is None or engine._store is None:
             return
-        task = asyncio.get_running_loop().create_task(
-            _quietly(engine.store.execute(SET_TRACE, (traceparent, run_id)))
+        # A thread job joins the next group commit in the writer's one hop: no extra
+        # transaction, no extra thread hops per statement.
+        write = engine.store.write_on_thread(
+            functools.partial(_set_trace, traceparent=traceparent, run_id=run_id)
         )
+        task = asyncio.get_running_loop().create_task(_quietly(write))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
@@ -123,7 +128,8 @@ class OpenTelemetryTracing(Observer):
 
     def step_end(self, token: Any, error: BaseException | None, seconds: float) -> None:
         span, attached = token
-        span.set_attribute("dotdo.outcome", "error" if error else "ok")
+        if span.is_recording():
+            span.set_attribute("dotdo.outcome", "error" if error else "ok")
         if error is not None:
             span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
@@ -161,6 +167,10 @@ class OpenTelemetryTracing(Observer):
         with contextlib.suppress(ValueError):
             context.detach(attached)
         span.end()
+
+
+def _set_trace(conn: sqlite3.Connection, traceparent: str, run_id: str) -> None:
+    conn.execute(SET_TRACE, (traceparent, run_id))
 
 
 async def _quietly(write: Any) -> None:
