@@ -200,3 +200,20 @@ def test_worker_refuses_a_bad_retention_age(db: Path) -> None:
     result = cmd("worker", "--app", "cli_app.flaky", "--retain", "forever", "--db", db)
     one_error(result, 2, "bad age 'forever'")
     assert not db.exists()
+
+
+def test_the_operations_example_runs(tmp_path: Path) -> None:
+    import subprocess
+
+    root = TESTS.parent
+    done = subprocess.run(
+        [sys.executable, str(root / "examples" / "operations.py"), str(tmp_path / "e.db")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "steps executed: ['compute', 'render', 'render']" in done.stdout
+    assert "pruned: ['inv-1']" in done.stdout
+    assert 'dotdo_runs_started_total{workflow="Invoices.invoice"} 2.0' in done.stdout
