@@ -141,3 +141,36 @@ def test_cli_check_bad_input_is_one_line(tmp_path: Path, monkeypatch: pytest.Mon
     assert len(result.stderr.strip().splitlines()) == 1
     result = _cli("upgrade", "check", "--db", tmp_path / "none.db")
     assert result.exit_code == 2 and "--app" in result.stderr
+
+
+async def test_a_stored_graph_is_parsed_never_run(tmp_path: Path) -> None:
+    """A tampered graph whose source text is absurd (deep nesting, huge, a side effect)
+    is only parsed: the check finishes, and nothing in it runs."""
+    import sqlite3
+
+    from dotdo.compiler.ir import Graph
+
+    db = tmp_path / "u.db"
+    await park_runs(db)
+    conn = sqlite3.connect(db)
+    (body,) = conn.execute(
+        "SELECT body FROM graphs g JOIN runs r ON r.graph_hash = g.hash WHERE r.run_id = 'at-sign'"
+    ).fetchone()
+    graph = Graph.from_json(body)
+    for node in graph.nodes.values():
+        if node.kind == "block":
+            node.code[0].src = "(" * 5000 + "1" + ")" * 5000  # type: ignore[attr-defined]
+        if node.kind == "choice":
+            node.cond = "__import__('os').system('touch " + str(tmp_path / "pwned") + "')"  # type: ignore[attr-defined]
+    with conn:
+        conn.execute("PRAGMA foreign_keys = OFF")
+        conn.execute(
+            "INSERT INTO graphs(hash, name, body, created_at) VALUES (?, ?, ?, 0)",
+            (graph.hash, graph.name, graph.to_json()),
+        )
+        conn.execute("UPDATE runs SET graph_hash = ? WHERE run_id = 'at-sign'", (graph.hash,))
+    conn.close()
+    async with Engine(db).register(v2.Billing) as engine:
+        report = await engine.upgrade_check()
+    assert len(report.runs) == 2
+    assert not (tmp_path / "pwned").exists()

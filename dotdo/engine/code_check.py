@@ -35,6 +35,9 @@ from dotdo.compiler.ir import (
 __all__ = ["CodeChecker", "Finding"]
 
 _MISSING = object()
+_MAX_SOURCE = 100_000
+"""A stored graph is read back from the database, which is not trusted: its source text is
+only parsed (never compiled or run here), and text no real node holds is skipped."""
 
 
 @dataclass(frozen=True)
@@ -76,12 +79,14 @@ def _sources(node: Any, self_name: str) -> Iterator[str]:
 
 def _parse(src: str) -> ast.AST | None:
     text = textwrap.dedent(src).strip()
+    if len(text) > _MAX_SOURCE:
+        return None
     for mode in ("exec", "eval"):
         try:
             return ast.parse(text, mode=mode)
-        except SyntaxError:
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
             continue
-    return None  # a fragment (a loop header, say): nothing to check in it
+    return None  # a fragment (a loop header, say), or text no compiler made: nothing to check
 
 
 def _placeholders(call: ast.Call) -> tuple[list[object], dict[str, object]] | None:
