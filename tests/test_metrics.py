@@ -276,3 +276,23 @@ def test_worker_refuses_a_public_metrics_address(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert re.search(r"error: .*refusing to serve metrics on '0.0.0.0'", result.stderr)
     assert not (tmp_path / "w.db").exists()
+
+
+def test_worker_metrics_without_prometheus_client_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    import dotdo.cli
+
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "dotdo.engine.metrics")
+    result = CliRunner().invoke(
+        dotdo.cli.cli,
+        ["worker", "--app", "cli_app.flaky", "--metrics-port", "9", "--db", str(tmp_path / "w")],
+    )
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: --metrics-port needs prometheus-client: pip install 'dotdo[metrics]'"
+    )

@@ -214,8 +214,12 @@ def worker_options(fn: _F) -> _F:
         **kwargs: Any,
     ) -> Any:
         if metrics_port is not None:
-            from dotdo.engine.metrics import check_metrics_host
-
+            try:
+                from dotdo.engine.metrics import check_metrics_host
+            except ImportError:
+                raise click.UsageError(
+                    "--metrics-port needs prometheus-client: pip install 'dotdo[metrics]'"
+                ) from None
             try:
                 check_metrics_host(metrics_host)
             except DotdoError as exc:
@@ -257,12 +261,8 @@ async def operating(engine: Engine, ops: WorkerOps) -> AsyncIterator[None]:
     pruning = asyncio.create_task(keep_pruning(engine, ops.retain)) if ops.retain else None
     metrics: Any = None
     if ops.metrics_port is not None:
-        try:
-            from dotdo.engine.metrics import PrometheusMetrics
-        except ImportError:
-            raise CliError(
-                "--metrics-port needs prometheus-client: pip install 'dotdo[metrics]'"
-            ) from None
+        from dotdo.engine.metrics import PrometheusMetrics  # importable: checked above
+
         metrics = PrometheusMetrics()
         engine.observe(metrics)
         try:
