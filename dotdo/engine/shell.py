@@ -6,6 +6,7 @@ state of the runs this process advances, and composes three parts that each hold
 - `RunDriver` (driver.py): advances one run, persisting each transition (`store.checkpoint`).
 - `Waits` (waits.py): hibernation: approvals, event waits, `@on` handlers, `@every` schedules.
 - `Retries` (faults.py): drives a run again after a store fault, retries idempotent writes.
+- `Operations` (operating.py): retry, prune, export, upgrade check and apply, observers.
 
 A part reaches the shell, and through it the other parts, only through this protocol: no
 part inherits from another, and none stubs a method for another to fill in.
@@ -14,16 +15,19 @@ part inherits from another, and none stubs a method for another to fill in.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dotdo.engine.clock import Clock
 from dotdo.engine.store.interface import Store
+from dotdo.engine.telemetry import Telemetry
 from dotdo.engine.workflow import Workflow
 
 if TYPE_CHECKING:
     from dotdo.engine.driver import ActiveRun, FaultHook, RunDriver
     from dotdo.engine.faults import Retries
     from dotdo.engine.handle import RunHandle
+    from dotdo.engine.operating import Operations
     from dotdo.engine.waits import Waits
 
 __all__ = ["Shell"]
@@ -39,12 +43,20 @@ class Shell(Protocol):
     lease_seconds: float
     shutdown_grace: float
     owner: str
+    path: Path
     _workflows: dict[str, Workflow]
+    _classes: dict[str, type[Any]]
+    """The DO classes registered, by class name (also the entity types hosted)."""
+    _secret: bytes | None
+    """The key graphs are signed with (docs/security.md), if any."""
+    telemetry: Telemetry
+    """The observers of runs, steps, waits and commits (`engine.observe`)."""
 
     # the parts
     driver: RunDriver
     waits: Waits
     retries: Retries
+    operations: Operations
 
     # the runs this process advances, and whether it is stopping
     _store: Store | None
@@ -73,6 +85,14 @@ class Shell(Protocol):
 
     async def _resume(self, run_id: str) -> None:
         """Load a run this engine holds and drive it."""
+        ...
+
+    def workflow(self, name: str) -> Workflow:
+        """The registered workflow of that name (UnknownWorkflow otherwise)."""
+        ...
+
+    def _instance(self, wf: Workflow, entity_id: str, run_id: str) -> Any:
+        """The object a run's steps execute on."""
         ...
 
     async def _crash(self, error: BaseException) -> None:
