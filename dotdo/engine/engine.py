@@ -25,7 +25,7 @@ from dotdo.engine import serde
 from dotdo.engine.allowlist import check_allow_list
 from dotdo.engine.clock import Clock, SystemClock
 from dotdo.engine.driver import ActiveRun, FaultHook, RunDriver
-from dotdo.engine.faults import Outage, Retries, is_store_fault
+from dotdo.engine.faults import Retries, is_store_fault
 from dotdo.engine.handle import RunHandle
 from dotdo.engine.ids import check_id
 from dotdo.engine.interpreter import Event, Resume, RunState, TimerFired
@@ -38,14 +38,13 @@ from dotdo.engine.state import bind_inputs, decode_state, encode_state
 from dotdo.engine.store.errors import is_read_only_refusal
 from dotdo.engine.store.factory import make_store
 from dotdo.engine.store.interface import (
-    ClaimRequest,
     JournalRow,
-    Lease,
     Store,
     StoredRun,
     StoreOptions,
 )
 from dotdo.engine.telemetry import Observer, Telemetry
+from dotdo.engine.timers import Timers
 from dotdo.engine.trust import (
     check_mac,
     check_state,
@@ -143,6 +142,7 @@ class Engine:
         self.waits = Waits(self)
         self.retries = Retries(self)
         self.operations = Operations(self)
+        self.timers = Timers(self)
 
     # ------------------------------------------------------------ registration
     def register(self, *targets: Any) -> Engine:
@@ -322,8 +322,8 @@ class Engine:
                 raise StoreError(f"{self.path} is read-only: {exc}") from None
             raise
         self._background = [
-            asyncio.create_task(self._timer_loop(), name="dotdo-timers"),
-            asyncio.create_task(self._lease_loop(), name="dotdo-leases"),
+            asyncio.create_task(self.timers.timer_loop(), name="dotdo-timers"),
+            asyncio.create_task(self.timers.lease_loop(), name="dotdo-leases"),
         ]
 
     async def close(self) -> None:
@@ -448,32 +448,10 @@ class Engine:
     # --------------------------------------------------------------- recovery
     async def recover(self) -> list[str]:
         """Claim and resume every unfinished, runnable run whose owner is gone."""
-        claimed = [lease.run_id for lease in await self._claim_orphans()]
+        claimed = [lease.run_id for lease in await self.timers.claim_orphans()]
         for run_id in claimed:
             await self._resume(run_id)
         return claimed
-
-    async def _claim_orphans(self) -> list[Lease]:
-        leases = await self.store.claim_runs(
-            ClaimRequest(
-                ttl=self.lease_seconds,
-                workflows=tuple(self._workflows),
-                status="running",
-                skip=frozenset(self._active),
-            )
-        )
-        self.telemetry.claimed(leases)
-        return leases
-
-    async def _claim_due(self) -> list[Lease]:
-        return await self.store.claim_runs(
-            ClaimRequest(
-                ttl=self.lease_seconds,
-                workflows=tuple(self._workflows),
-                status="waiting",
-                due_before=self.clock.now(),
-            )
-        )
 
     async def _resume(self, run_id: str) -> None:
         """Load a claimed run and drive it; a run this code cannot load is failed."""
@@ -562,70 +540,6 @@ class Engine:
             self.driver.checkpoint(run, "waiting", wake_at=wake_at, release=True)
         )
         self._kick.set()
-
-    # -------------------------------------------------------- background loops
-    async def _timer_loop(self) -> None:
-        """Wake due runs, adopt orphans, deliver events, fire schedules; never dies of one
-        bad run or a busy database (it logs and tries again on the next tick)."""
-        last_scan = 0.0
-        idle: set[str] = set()
-        outage = Outage("timer loop")
-        while not self._closing:
-            self._kick.clear()
-            delay = self.poll_seconds
-            try:
-                if time.monotonic() - last_scan >= self.lease_seconds / 2:
-                    last_scan = time.monotonic()
-                    for lease in await self._claim_orphans():
-                        await self._resume(lease.run_id)
-                    idle = await self.retries.resume_stranded(idle)  # and runs held here, idle
-                if await self._anything_due():
-                    for lease in await self._claim_due():
-                        await self._resume(lease.run_id)
-                await self.waits.dispatch()
-                upcoming = await self.waits.fire_schedules()
-                if self.clock.wall():
-                    wake = await self.store.next_wake()
-                    soonest = [t for t in (upcoming, wake) if t is not None]
-                    if soonest:
-                        delay = min(delay, max(min(soonest) - self.clock.now(), 0.0))
-                outage.over()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                delay = max(delay, outage.failed(exc))
-            except BaseException as crash:  # a simulated process death hit this loop's write
-                await self._crash(crash)
-                return
-            if self._closing:
-                return
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
-            # arrives together with a kick, and close() would wait on this loop forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(delay, 0.001)):
-                    await self._kick.wait()
-
-    async def _anything_due(self) -> bool:
-        """A read first, so an idle engine polls without opening write transactions."""
-        return await self.store.any_due(self.clock.now())
-
-    async def _lease_loop(self) -> None:
-        """Renew this engine's leases; a failed renewal (a busy database, a full disk) is
-        retried on the next tick, logged once. Were this loop to end, the leases would expire
-        while their runs are still being advanced here, and another process would take them
-        over."""
-        outage = Outage("lease renewal", announce=f"leases expire in {self.lease_seconds}s")
-        while True:
-            await asyncio.sleep(self.lease_seconds / 3)
-            try:
-                cancelled = await self.store.renew_leases(self.lease_seconds)
-            except Exception as exc:
-                outage.failed(exc)
-                continue
-            outage.over()
-            for run_id in cancelled:
-                if run_id in self._runs:
-                    self._runs[run_id].cancel = True
 
     # ---------------------------------------------------------------- queries
     async def get_run(self, run_id: str) -> RunInfo:

@@ -1,11 +1,12 @@
 """What the engine's parts need from the shell that composes them.
 
 `Engine` (engine.py) is the shell: it owns the store, the clock, the lease owner id and the
-state of the runs this process advances, and composes three parts that each hold one job:
+state of the runs this process advances, and composes four parts that each hold one job:
 
 - `RunDriver` (driver.py): advances one run, persisting each transition (`store.checkpoint`).
 - `Waits` (waits.py): hibernation: approvals, event waits, `@on` handlers, `@every` schedules.
 - `Retries` (faults.py): drives a run again after a store fault, retries idempotent writes.
+- `Timers` (timers.py): the timer loop (due runs, orphans, events, schedules), lease renewal.
 - `Operations` (operating.py): retry, prune, export, upgrade check and apply, observers.
 
 A part reaches the shell, and through it the other parts, only through this protocol: no
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from dotdo.engine.faults import Retries
     from dotdo.engine.handle import RunHandle
     from dotdo.engine.operating import Operations
+    from dotdo.engine.timers import Timers
     from dotdo.engine.waits import Waits
 
 __all__ = ["Shell"]
@@ -41,6 +43,7 @@ class Shell(Protocol):
     faults: FaultHook | None
     loop_budget: int
     lease_seconds: float
+    poll_seconds: float
     shutdown_grace: float
     owner: str
     path: Path
@@ -56,6 +59,7 @@ class Shell(Protocol):
     driver: RunDriver
     waits: Waits
     retries: Retries
+    timers: Timers
     operations: Operations
 
     # the runs this process advances, and whether it is stopping
