@@ -17,7 +17,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -99,9 +99,12 @@ class RunDriver:
         self.shell = shell
         self._hook_lock = threading.RLock()
 
-    def commit_hook(self, point: str, run_ids: Iterable[str]) -> None:
-        for run_id in run_ids:
-            self._fault(point, run_id)
+    def commit_hook(self, point: str, run_ids: Sequence[str]) -> None:
+        """The store's commit hook: fault injection (tests) and commit size and latency."""
+        if self.shell.faults:
+            for run_id in run_ids:
+                self._fault(point, run_id)
+        self.shell.telemetry.commit_point(point, run_ids)
 
     def _fault(self, point: str, run_id: str) -> None:
         if self.shell._dying is not None:

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -275,12 +275,6 @@ class Engine:
         """Move parked runs (default: all on an older graph) onto today's graph where safe."""
         return await self.operations.upgrade_apply(run_ids, dry_run=dry_run)
 
-    def _commit_point(self, point: str, run_ids: Sequence[str]) -> None:
-        """The store's commit hook: fault injection (tests) and commit telemetry."""
-        if self.faults:
-            self.driver.commit_hook(point, run_ids)
-        self.telemetry.commit_point(point, run_ids)
-
     # --------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> Engine:
         await self.open()
@@ -295,7 +289,7 @@ class Engine:
             StoreOptions(
                 owner=self.owner,
                 synchronous=self.synchronous,
-                commit_hook=self._commit_point,
+                commit_hook=self.driver.commit_hook,
                 busy_timeout=self.busy_timeout,
                 read_only=self.read_only,
             ),
