@@ -136,6 +136,21 @@ async def test_lease_takeovers_are_counted(tmp_path: Path) -> None:
     assert sample(generate_latest(metrics.registry).decode(), "dotdo_lease_takeovers_total") == 1
 
 
+async def test_commits_are_timed_alongside_fault_injection(tmp_path: Path) -> None:
+    """Both ride the store's one commit hook: observing commits must not replace the faults
+    hook, nor the faults hook hide the commits."""
+    points: list[str] = []
+    metrics = PrometheusMetrics()
+    engine = Engine(tmp_path / "m.db", faults=lambda point, run_id: points.append(point))
+    async with engine.register(Watched).observe(metrics):
+        handle = await engine.start(Watched.asks, 3)
+        assert (await engine.idle(handle.run_id, timeout=10)).status == "waiting"
+    assert "before_commit" in points and "after_commit" in points
+    text = generate_latest(metrics.registry).decode()
+    assert sample(text, "dotdo_commit_seconds_count") >= 1
+    assert sample(text, "dotdo_group_commit_size_sum") >= 1
+
+
 async def test_a_failing_observer_never_fails_a_run(tmp_path: Path) -> None:
     class Broken(Observer):
         calls = 0
