@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench graphviz clean
+.PHONY: demo test lint typecheck bench graphviz postgres clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,6 +19,12 @@ graphviz:
 	    (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null) || echo "note: could not install graphviz; SVG/PNG rendering disabled"; \
 	  else echo "note: install Graphviz (the 'dot' binary) for SVG/PNG rendering"; fi; }
 
+# The PostgreSQL suites need a server at $$DOTDO_TEST_PG (default 127.0.0.1:5432): start an
+# installed cluster, or install one when root. Never fails here: tests/conftest.py skips
+# those suites with the reason when there is none, and fails them under CI=true.
+postgres:
+	@$(PY) tests/pg_server.py ensure
+
 lint: $(STAMP)
 	$(BIN)/ruff check dotdo tests examples bench
 	$(BIN)/ruff format --check dotdo tests examples bench
@@ -27,7 +33,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) graphviz lint typecheck
+test: $(STAMP) graphviz postgres lint typecheck
 	$(BIN)/pytest -q
 
 demo: $(STAMP) graphviz

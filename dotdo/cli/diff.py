@@ -13,7 +13,16 @@ from pathlib import Path
 
 import click
 
-from dotdo.cli.common import USAGE, CliError, allow_option, db_option, execute, opened, selected_db
+from dotdo.cli.common import (
+    USAGE,
+    CliError,
+    Db,
+    allow_option,
+    db_option,
+    execute,
+    opened,
+    selected_db,
+)
 from dotdo.cli.flow import _FORMATS, _graph_of
 from dotdo.compiler.diff import diff_graphs, render_diff
 from dotdo.compiler.ir import Graph
@@ -24,7 +33,7 @@ __all__ = ["diff"]
 _HASH = re.compile(r"[0-9a-f]{4,64}")
 
 
-async def _stored(db: Path, wanted: str, name: str) -> Graph:
+async def _stored(db: Db, wanted: str, name: str) -> Graph:
     if not _HASH.fullmatch(wanted):
         raise CliError(f"bad --from {wanted[:80]!r}: expected a graph hash (hex digits)", USAGE)
     async with opened(db, read_only=True) as engine:
@@ -40,7 +49,7 @@ async def _stored(db: Path, wanted: str, name: str) -> Graph:
     return stored_graph(rows[0][1], rows[0][0], name=name, run_id="(none)")
 
 
-async def _diff(db: Path, target: str, graph_hash: str, out: Path, modules: tuple[str, ...]) -> int:
+async def _diff(db: Db, target: str, graph_hash: str, out: Path, modules: tuple[str, ...]) -> int:
     if out.suffix.lower() not in _FORMATS:
         raise CliError(f"unknown diagram format {out.suffix!r}: use {', '.join(_FORMATS)}", USAGE)
     new = _graph_of(target, modules)

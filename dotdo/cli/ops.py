@@ -21,6 +21,7 @@ import click
 from dotdo.cli.common import (
     USAGE,
     CliError,
+    Db,
     app_option,
     checked_id,
     db_option,
@@ -40,7 +41,7 @@ __all__ = ["WorkerOps", "export", "operating", "prune", "retain_age", "retry", "
 
 
 async def _retry(
-    db: Path, run_id: str, from_step: str | None, new_id: str | None, apps: list[str]
+    db: Db, run_id: str, from_step: str | None, new_id: str | None, apps: list[str]
 ) -> int:
     checked_id(run_id)
     if new_id is not None:
@@ -81,7 +82,7 @@ def retain_age(value: str | None) -> float | None:
 
 
 async def _prune(
-    db: Path,
+    db: Db,
     older_than: str | None,
     statuses: tuple[str, ...],
     workflow: str | None,
@@ -106,7 +107,7 @@ async def _prune(
     return 0
 
 
-async def _export(db: Path, run_id: str, output: Path | None) -> int:
+async def _export(db: Db, run_id: str, output: Path | None) -> int:
     checked_id(run_id)
     async with opened(db, read_only=True) as engine:
         data = await engine.export(run_id)

@@ -8,13 +8,13 @@ that the release would strand, with the reasons.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
 from dotdo.cli.common import (
     USAGE,
     CliError,
+    Db,
     app_option,
     checked_id,
     db_option,
@@ -52,7 +52,7 @@ def _print_report(report: UpgradeReport) -> None:
         click.echo(f"  note: {one_line(warning)}")
 
 
-async def _check(db: Path, apps: list[str], workflows: list[str], as_json: bool) -> int:
+async def _check(db: Db, apps: list[str], workflows: list[str], as_json: bool) -> int:
     targets = load_apps(apps)
     async with opened(db, *targets, read_only=True) as engine:
         report = await engine.upgrade_check(workflows=workflows or None)
@@ -97,7 +97,7 @@ def check(apps: tuple[str, ...], workflows: tuple[str, ...], as_json: bool) -> N
     execute(_check(selected_db(), list(apps), list(workflows), as_json))
 
 
-async def _apply(db: Path, run_id: str | None, every: bool, apps: list[str], dry_run: bool) -> int:
+async def _apply(db: Db, run_id: str | None, every: bool, apps: list[str], dry_run: bool) -> int:
     if (run_id is None) == (not every):
         raise CliError("name one RUN or pass --all (not both)", USAGE)
     if run_id is not None:

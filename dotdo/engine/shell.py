@@ -16,7 +16,6 @@ part inherits from another, and none stubs a method for another to fill in.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dotdo.engine.clock import Clock
@@ -46,7 +45,6 @@ class Shell(Protocol):
     poll_seconds: float
     shutdown_grace: float
     owner: str
-    path: Path
     _workflows: dict[str, Workflow]
     _classes: dict[str, type[Any]]
     """The DO classes registered, by class name (also the entity types hosted)."""
@@ -86,6 +84,10 @@ class Shell(Protocol):
 
     @property
     def store(self) -> Store: ...
+
+    def idle_poll(self) -> float:
+        """How long an idle background loop waits before looking again."""
+        ...
 
     async def _resume(self, run_id: str) -> None:
         """Load a run this engine holds and drive it."""
