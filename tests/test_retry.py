@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backend_rows import make_due
 
 from dotdo import DO, DotdoError, Engine, PermanentError, RunFailed, RunNotFound, step, workflow
 from dotdo.testing import CrashAt, SimulatedCrash
@@ -58,7 +59,7 @@ async def _failed_run(engine: Engine) -> tuple[str, dict[str, Any]]:
     await engine.start(Shipping.deliver, "o1", run_id="o1")
     info = await engine.idle("o1", timeout=10)
     assert info.status == "waiting"  # the hour's sleep
-    await engine.store.execute("UPDATE runs SET wake_at = 0 WHERE run_id = 'o1'")
+    await make_due(str(engine.path), "o1")
     engine._kick.set()
     with pytest.raises(RunFailed):
         await engine.handle("o1").result(timeout=10)
@@ -67,8 +68,8 @@ async def _failed_run(engine: Engine) -> tuple[str, dict[str, Any]]:
     return "o1", journal
 
 
-async def test_retry_continues_where_it_failed(tmp_path: Path) -> None:
-    async with Engine(tmp_path / "r.db").register(Shipping) as engine:
+async def test_retry_continues_where_it_failed(store_location: str) -> None:
+    async with Engine(store_location).register(Shipping) as engine:
         run_id, before = await _failed_run(engine)
         handle = await engine.retry(run_id)
         result = await handle.result(timeout=10)
@@ -87,14 +88,14 @@ async def test_retry_continues_where_it_failed(tmp_path: Path) -> None:
         assert [n["kind"] for n in notes] == ["retried"] and notes[0]["retry"] == handle.run_id
 
 
-async def test_retry_from_a_step_runs_it_and_everything_after(tmp_path: Path) -> None:
-    async with Engine(tmp_path / "r.db").register(Shipping) as engine:
+async def test_retry_from_a_step_runs_it_and_everything_after(store_location: str) -> None:
+    async with Engine(store_location).register(Shipping) as engine:
         run_id, before = await _failed_run(engine)
         handle = await engine.retry(run_id, from_step="charge", new_run_id="o1-again")
         assert handle.run_id == "o1-again"
         info = await engine.idle("o1-again", timeout=10)
         assert info.status == "waiting"  # reuse stops before charge: the sleep is slept
-        await engine.store.execute("UPDATE runs SET wake_at = 0 WHERE run_id = 'o1-again'")
+        await make_due(str(engine.path), "o1-again")
         engine._kick.set()
         result = await handle.result(timeout=10)
         assert CALLS == Counter(reserve=1, charge=2, ship=2)
@@ -125,8 +126,8 @@ async def test_reused_rows_are_read_back_on_recovery(tmp_path: Path) -> None:
     assert CALLS == Counter(reserve=1, charge=1, ship=2)
 
 
-async def test_bad_retries_change_nothing(tmp_path: Path) -> None:
-    async with Engine(tmp_path / "r.db").register(Shipping) as engine:
+async def test_bad_retries_change_nothing(store_location: str) -> None:
+    async with Engine(store_location).register(Shipping) as engine:
         run_id, _ = await _failed_run(engine)
         count = len(await engine.runs())
         with pytest.raises(RunNotFound, match="no run with id 'nope'"):
