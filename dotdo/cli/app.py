@@ -36,7 +36,9 @@ from dotdo.cli.common import (
     selected_db,
 )
 from dotdo.cli.db import db
+from dotdo.cli.diff import diff
 from dotdo.cli.flow import check, fmt, render_command, resolve_flow
+from dotdo.cli.ops import WorkerOps, export, operating, prune, retry, worker_options
 from dotdo.cli.output import (
     console,
     describe_approval,
@@ -51,6 +53,7 @@ from dotdo.cli.output import (
     to_json,
 )
 from dotdo.cli.serve import serve
+from dotdo.cli.upgrade import upgrade
 from dotdo.cli.waits import approvals, approve, reject, send
 from dotdo.dsl.python.decorators import WorkflowDef
 from dotdo.dsl.python.do import DO
@@ -204,7 +207,7 @@ async def _cancel(db: Db, run_id: str, apps: list[str]) -> int:
     return 0
 
 
-async def _worker(db: Db, apps: list[str]) -> int:
+async def _worker(db: Db, apps: list[str], ops: WorkerOps | None = None) -> int:
     targets = load_apps(apps)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -219,7 +222,8 @@ async def _worker(db: Db, apps: list[str]) -> int:
                 f"dotdo worker: {count} workflow{'s' if count != 1 else ''} registered "
                 f"from {', '.join(apps)}; db {db}; Ctrl-C stops"
             )
-            await stop.wait()
+            async with operating(engine, ops or WorkerOps()):
+                await stop.wait()
     finally:
         for signum in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -316,14 +320,17 @@ def cancel(run_id: str, apps: tuple[str, ...]) -> None:
     "Drive the runs of this module's DO classes, or of this .flow file's workflows.",
     required=True,
 )
+@worker_options
 @db_option()
-def worker(apps: tuple[str, ...]) -> None:
+def worker(apps: tuple[str, ...], ops: WorkerOps) -> None:
     """Resume unfinished runs, fire timers and schedules, deliver events, for each --app."""
     log_to_stderr(logging.INFO)
-    execute(_worker(selected_db(), list(apps)))
+    execute(_worker(selected_db(), list(apps), ops))
 
 
 for _command in (approvals, approve, reject, send, check, fmt, render_command, serve, db):
+    cli.add_command(_command)
+for _command in (retry, prune, export, upgrade, diff):
     cli.add_command(_command)
 
 

@@ -15,8 +15,9 @@ import inspect
 import logging
 import random
 import threading
+import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -38,8 +39,11 @@ from dotdo.engine.interpreter import (
     Wait,
     advance,
 )
+from dotdo.engine.logs import bind_run
+from dotdo.engine.reuse import replay
 from dotdo.engine.state import dump_error, encode_state
 from dotdo.engine.store.interface import Checkpoint, JournalRow, Lease, NewApproval
+from dotdo.engine.telemetry import wait_kind
 from dotdo.engine.workflow import Workflow
 from dotdo.errors import DotdoError, LeaseLost, SerializationError, StepInterrupted, StepTimeout
 
@@ -80,6 +84,11 @@ class ActiveRun:
         self.instance = instance
         self.steps_done = steps_done
         self.cancel = False
+        self.reuse: dict[str, str | None] = {}
+        """A retry's results still to hand back, by step key (dotdo.engine.retry)."""
+        self.trace: str | None = None
+        """What telemetry stored for the run's earlier stretches (its trace)."""
+        self.status = "running"
 
 
 class RunDriver:
@@ -90,9 +99,12 @@ class RunDriver:
         self.shell = shell
         self._hook_lock = threading.RLock()
 
-    def commit_hook(self, point: str, run_ids: Iterable[str]) -> None:
-        for run_id in run_ids:
-            self._fault(point, run_id)
+    def commit_hook(self, point: str, run_ids: Sequence[str]) -> None:
+        """The store's commit hook: fault injection (tests) and commit size and latency."""
+        if self.shell.faults:
+            for run_id in run_ids:
+                self._fault(point, run_id)
+        self.shell.telemetry.commit_point(point, run_ids)
 
     def _fault(self, point: str, run_id: str) -> None:
         if self.shell._dying is not None:
@@ -136,6 +148,9 @@ class RunDriver:
         self, run: ActiveRun, event: Event, recovered: bool, journal: list[JournalRow] | None
     ) -> None:
         failure: Exception | None = None
+        bind_run(run.run_id)
+        telemetry = self.shell.telemetry
+        stretch = telemetry.stretch_start(run.run_id, run.workflow.qualname, run.trace)
         try:
             await self._drive(run, event, recovered, journal)
         except LeaseLost:
@@ -151,6 +166,7 @@ class RunDriver:
         finally:
             self.shell._active.pop(run.run_id, None)
             self.shell._runs.pop(run.run_id, None)
+            telemetry.stretch_end(stretch, run.status)
         if failure is not None:
             # Nothing after the last commit was stored: drive the run again from there.
             self.shell.retries.retry_later(run.run_id, failure)
@@ -181,6 +197,13 @@ class RunDriver:
             if run.cancel:
                 await self._finish_cancelled(run, journal, sends)
                 return
+            if run.reuse and (
+                hit := replay(run, t, self.shell.clock.now(), self.shell.loop_budget)
+            ):
+                t, reused = hit
+                journal += reused
+                sends.extend(t.sends)
+                continue
             if isinstance(command, Suspend):
                 resolved = await self.shell.waits.suspend(run, t, journal, sends)
                 journal, sends = [], []
@@ -257,7 +280,13 @@ class RunDriver:
             row = JournalRow(call.key, "started", call.attempt, started_at=started)
             await self.shell.store.checkpoint(self.checkpoint(run, "running", journal=[row]))
         self._fault("before_step", run.run_id)
+        seen = self.shell.telemetry.step_start(
+            run.run_id, run.workflow.qualname, call.key, call.attempt
+        )
+        began = time.perf_counter()
         outcome = await self._execute(run.run_id, call, run.lease.epoch)
+        failed = outcome.error if isinstance(outcome, StepErr) else None
+        self.shell.telemetry.step_end(seen, failed, time.perf_counter() - began)
         self._fault("after_step", run.run_id)
         finished = self.shell.clock.now()
         if isinstance(outcome, StepOk):
@@ -372,6 +401,10 @@ class RunDriver:
             )
             command = Finish("failed", error=exc)
         await self.shell.store.checkpoint(checkpoint)
+        run.status = checkpoint.status
+        if run.status == "waiting" and isinstance(command, Wait | Suspend):
+            kind = wait_kind(t)
+            self.shell.telemetry.waiting(run.run_id, run.workflow.qualname, kind, command.key)
         if self.shell._faulted:
             self.shell._faulted.pop(run.run_id, None)
         if isinstance(command, Finish) or checkpoint.status == "failed":
@@ -438,6 +471,7 @@ class RunDriver:
                 error=serde.dumps(DotdoError("cancelled")),
             )
         )
+        run.status = "cancelled"
         await self.shell.waits.withdraw_approvals(run.run_id)
         self.notify(run.run_id)
 

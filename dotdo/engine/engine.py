@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +31,7 @@ from dotdo.engine.ids import check_id
 from dotdo.engine.interpreter import Event, Resume, RunState, TimerFired
 from dotdo.engine.leases import new_owner, release_owner
 from dotdo.engine.models import Approval
+from dotdo.engine.operating import Operations
 from dotdo.engine.records import RunInfo, StepRecord
 from dotdo.engine.starts import NewRun, check_same, rows_of
 from dotdo.engine.state import bind_inputs, decode_state, encode_state
@@ -43,6 +45,7 @@ from dotdo.engine.store.interface import (
     StoreOptions,
 )
 from dotdo.engine.store.location import locate
+from dotdo.engine.telemetry import Observer, Telemetry
 from dotdo.engine.timers import Timers
 from dotdo.engine.trust import (
     check_mac,
@@ -53,6 +56,8 @@ from dotdo.engine.trust import (
     stored_graph,
     trust_types_of,
 )
+from dotdo.engine.upgrade_apply import UpgradeOutcome
+from dotdo.engine.upgrade_check import UpgradeReport
 from dotdo.engine.waits import Waits
 from dotdo.engine.workflow import Workflow, workflows_of
 from dotdo.errors import (
@@ -143,10 +148,12 @@ class Engine:
         self._faulted: dict[str, int] = {}
         self._retrying: set[asyncio.Task[None]] = set()
         self._dying: BaseException | None = None
+        self.telemetry = Telemetry()
         # The parts: each holds one job and reaches the others through this shell.
         self.driver = RunDriver(self)
         self.waits = Waits(self)
         self.retries = Retries(self)
+        self.operations = Operations(self)
         self.timers = Timers(self)
 
     # ------------------------------------------------------------ registration
@@ -237,6 +244,49 @@ class Engine:
     ) -> None:
         self.driver.spawn(run, event, recovered=recovered, journal=journal)
 
+    # ------------------------------------------------------------- operations
+    # docs/operations.md and docs/upgrades.md; the work is the Operations part's.
+    def observe(self, *observers: Observer) -> Engine:
+        """Add telemetry observers (Prometheus metrics, OpenTelemetry traces, your own)."""
+        self.operations.observe(*observers)
+        return self
+
+    async def retry(
+        self, run_id: str, *, from_step: str | None = None, new_run_id: str | None = None
+    ) -> RunHandle:
+        """Start a new run, linked to a failed, compensated or cancelled one, reusing its
+        results before `from_step` (all by default) and running the rest on today's code."""
+        new_id, wf = await self.operations.retry(run_id, from_step=from_step, new_run_id=new_run_id)
+        return RunHandle(self, new_id, wf)
+
+    async def prune(
+        self,
+        *,
+        older_than: timedelta | float | None = None,
+        statuses: Iterable[str] | None = None,
+        workflow: str | None = None,
+        export_to: str | Path | None = None,
+    ) -> list[str]:
+        """Remove finished runs matching every filter given (at least one), with all that
+        was recorded for them; `export_to` writes each one's JSON export there first."""
+        return await self.operations.prune(
+            older_than=older_than, statuses=statuses, workflow=workflow, export_to=export_to
+        )
+
+    async def export(self, run_id: str) -> dict[str, Any]:
+        """A run's whole stored history as JSON-ready data."""
+        return await self.operations.export(run_id)
+
+    async def upgrade_check(self, *, workflows: Iterable[str] | None = None) -> UpgradeReport:
+        """Whether every unfinished run can finish on the code registered here."""
+        return await self.operations.upgrade_check(workflows=workflows)
+
+    async def upgrade_apply(
+        self, run_ids: Iterable[str] | None = None, *, dry_run: bool = False
+    ) -> list[UpgradeOutcome]:
+        """Move parked runs (default: all on an older graph) onto today's graph where safe."""
+        return await self.operations.upgrade_apply(run_ids, dry_run=dry_run)
+
     # --------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> Engine:
         await self.open()
@@ -251,7 +301,7 @@ class Engine:
             StoreOptions(
                 owner=self.owner,
                 synchronous=self.synchronous,
-                commit_hook=self.driver.commit_hook if self.faults else None,
+                commit_hook=self.driver.commit_hook,
                 busy_timeout=self.busy_timeout,
                 read_only=self.read_only,
             ),
@@ -387,6 +437,7 @@ class Engine:
         check_same(new, outcome)
         entity_id = new.entity_id
         if outcome.lease is not None:
+            self.telemetry.run_started(run_id, wf.qualname)
             instance = self._instance(wf, entity_id, run_id)
             run = ActiveRun(run_id, wf, wf.program(), state, instance, 0, outcome.lease)
             self._spawn(run, Resume())
@@ -461,6 +512,8 @@ class Engine:
         instance = self._instance(wf, row.entity_id, run_id)
         run = ActiveRun(run_id, wf, program, state, instance, row.steps_done, row.lease)
         run.cancel = row.cancel_requested
+        run.reuse = await self.store.reused_results(run_id) if row.retry_of else {}
+        run.trace = row.trace
         wake_at = row.wake_at
         resolution = await self.waits.resolution(run, wake_at)
         if resolution == "park":

@@ -7,6 +7,7 @@ state of the runs this process advances, and composes four parts that each hold 
 - `Waits` (waits.py): hibernation: approvals, event waits, `@on` handlers, `@every` schedules.
 - `Retries` (faults.py): drives a run again after a store fault, retries idempotent writes.
 - `Timers` (timers.py): the timer loop (due runs, orphans, events, schedules), lease renewal.
+- `Operations` (operating.py): retry, prune, export, upgrade check and apply, observers.
 
 A part reaches the shell, and through it the other parts, only through this protocol: no
 part inherits from another, and none stubs a method for another to fill in.
@@ -19,12 +20,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from dotdo.engine.clock import Clock
 from dotdo.engine.store.interface import Store
+from dotdo.engine.telemetry import Telemetry
 from dotdo.engine.workflow import Workflow
 
 if TYPE_CHECKING:
     from dotdo.engine.driver import ActiveRun, FaultHook, RunDriver
     from dotdo.engine.faults import Retries
     from dotdo.engine.handle import RunHandle
+    from dotdo.engine.operating import Operations
     from dotdo.engine.timers import Timers
     from dotdo.engine.waits import Waits
 
@@ -43,12 +46,19 @@ class Shell(Protocol):
     shutdown_grace: float
     owner: str
     _workflows: dict[str, Workflow]
+    _classes: dict[str, type[Any]]
+    """The DO classes registered, by class name (also the entity types hosted)."""
+    _secret: bytes | None
+    """The key graphs are signed with (docs/security.md), if any."""
+    telemetry: Telemetry
+    """The observers of runs, steps, waits and commits (`engine.observe`)."""
 
     # the parts
     driver: RunDriver
     waits: Waits
     retries: Retries
     timers: Timers
+    operations: Operations
 
     # the runs this process advances, and whether it is stopping
     _store: Store | None
@@ -81,6 +91,14 @@ class Shell(Protocol):
 
     async def _resume(self, run_id: str) -> None:
         """Load a run this engine holds and drive it."""
+        ...
+
+    def workflow(self, name: str) -> Workflow:
+        """The registered workflow of that name (UnknownWorkflow otherwise)."""
+        ...
+
+    def _instance(self, wf: Workflow, entity_id: str, run_id: str) -> Any:
+        """The object a run's steps execute on."""
         ...
 
     async def _crash(self, error: BaseException) -> None:

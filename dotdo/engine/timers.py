@@ -29,7 +29,7 @@ class Timers:
         self.shell = shell
 
     async def claim_orphans(self) -> list[Lease]:
-        return await self.shell.store.claim_runs(
+        leases = await self.shell.store.claim_runs(
             ClaimRequest(
                 ttl=self.shell.lease_seconds,
                 workflows=tuple(self.shell._workflows),
@@ -37,6 +37,8 @@ class Timers:
                 skip=frozenset(self.shell._active),
             )
         )
+        self.shell.telemetry.claimed(leases)
+        return leases
 
     async def claim_due(self) -> list[Lease]:
         return await self.shell.store.claim_runs(

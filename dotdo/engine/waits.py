@@ -130,6 +130,7 @@ class Waits:
             finished_at=self.shell.clock.now(),
         )
         run.steps_done += 1
+        self.shell.telemetry.decided(run.run_id, run.workflow.qualname, key)
         return Resolved(value), row
 
     # ---------------------------------------------------------------- resuming

@@ -34,6 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from dotdo.engine.engine import Engine
+from dotdo.engine.telemetry import incoming_trace
 from dotdo.entities import registry
 from dotdo.entities.messages import MAX_BODY, parse_json
 from dotdo.entities.runtime import Entities, entities_of
@@ -110,7 +111,8 @@ class Server:
             self.rejected += 1
             return _error(413, "ProtocolError", f"the message is larger than {MAX_BODY} bytes")
         try:
-            answer = await self.entities.host.handle(parse_json(body))
+            with incoming_trace(request.headers):
+                answer = await self.entities.host.handle(parse_json(body))
             return JSONResponse(answer)
         except tuple(_REFUSED) as exc:
             self.rejected += 1

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
+from dotdo.engine.telemetry import trace_headers
 from dotdo.entities.messages import parse_json
 from dotdo.errors import (
     ArgumentError,
@@ -100,7 +101,7 @@ class RemoteRoute:
         self.requests += 1
         try:
             async with self._slots:
-                response = await self._http().post(RPC_PATH, json=request)
+                response = await self._http().post(RPC_PATH, json=request, headers=trace_headers())
         except httpx.HTTPError as exc:
             raise EntityUnavailable(
                 f"{self.url} did not answer: {type(exc).__name__}: {exc}"

@@ -36,6 +36,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, TypeVar, runtime_checkable
 
+from dotdo.engine.store.op_rows import (
+    REUSED,
+    HistoryEntry,
+    PruneFilter,
+    Repin,
+    RetryToCreate,
+    RunExport,
+    UnfinishedRun,
+)
 from dotdo.engine.store.rows import (
     ACTIVE,
     FINISHED,
@@ -70,6 +79,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ACTIVE",
     "FINISHED",
+    "REUSED",
     "AppliedCall",
     "ApprovalChange",
     "CallRecord",
@@ -79,10 +89,15 @@ __all__ = [
     "CommitOutcome",
     "EntitySend",
     "EventFilter",
+    "HistoryEntry",
     "JournalRow",
     "Lease",
     "NewApproval",
     "PendingSend",
+    "PruneFilter",
+    "Repin",
+    "RetryToCreate",
+    "RunExport",
     "RunToCreate",
     "SendRecord",
     "StartOutcome",
@@ -96,6 +111,7 @@ __all__ = [
     "StoredSchedule",
     "StoredStep",
     "StoredWait",
+    "UnfinishedRun",
     "Waker",
 ]
 
@@ -370,6 +386,70 @@ class Store(Protocol):
         self, *, status: str | None, workflow: str | None, limit: int
     ) -> list[StoredRun]:
         """Runs, newest first."""
+        ...
+
+    # ----------------------------------------------------------------- operations
+    # Operating a database (docs/operations.md, docs/upgrades.md): none of these is on the
+    # hot path of a run except `reused_results` (a retry's resume) and `set_trace`.
+    async def create_retry(self, retry: RetryToCreate) -> StartOutcome:
+        """Write a retry in one transaction: the new run (as `create_run`, leased to this
+        owner at epoch 1) linked to the run it retries, its reused journal rows, and the
+        history line on both runs. When the new run id is taken, nothing is written and the
+        existing run is reported (`StartOutcome.existing`)."""
+        ...
+
+    async def reused_results(self, run_id: str) -> dict[str, str | None]:
+        """The copied results a retried run has not used yet: value JSON by step key."""
+        ...
+
+    async def history(self, run_id: str) -> list[HistoryEntry]:
+        """The run's recorded operations (retries, upgrades), oldest first."""
+        ...
+
+    async def prunable_runs(self, where: PruneFilter, limit: int) -> list[str]:
+        """Up to `limit` ids of runs `where` selects, least recently updated first."""
+        ...
+
+    async def delete_runs(self, run_ids: Sequence[str], where: PruneFilter) -> list[str]:
+        """Remove those of `run_ids` that `where` still selects (a run that changed since
+        it was listed is kept), with their journal, waits, decided approvals, delivered
+        entity sends, dispatched events and history, in one transaction; returns the ids
+        removed. A pending approval or an undelivered send is never removed."""
+        ...
+
+    async def prune_unowned(self, before: float) -> None:
+        """Remove the age-bound records tied to no run: entity call records and dispatched
+        events sent from outside any run (that no wait took) older than `before`."""
+        ...
+
+    async def export_run(self, run_id: str) -> RunExport | None:
+        """Everything stored about one run (see `RunExport`); None when there is no run."""
+        ...
+
+    async def unfinished_runs(self, workflows: Sequence[str] | None) -> list[UnfinishedRun]:
+        """Every running or waiting run (of `workflows`, default all), by run id."""
+        ...
+
+    async def repin_run(self, repin: Repin) -> bool:
+        """Move a parked run onto another graph (see `Repin`); False, nothing written,
+        when it is no longer parked on the old graph or someone holds it."""
+        ...
+
+    async def set_trace(self, run_id: str, traceparent: str) -> None:
+        """Store the run's trace (its first stretch's W3C traceparent) unless it has one."""
+        ...
+
+    async def waiting_by_kind(self) -> dict[str, int]:
+        """Waiting runs (of every process) by what they wait on: "approval" (a pending
+        approval), "event" (an open event wait) or "timer" (a sleep, a retry's backoff)."""
+        ...
+
+    async def graphs_with_prefix(self, prefix: str) -> list[tuple[str, str]]:
+        """(hash, body) of every stored graph whose hash starts with `prefix` (hex)."""
+        ...
+
+    async def graph_hashes(self, name: str, limit: int) -> list[str]:
+        """The hashes of graphs stored for a workflow graph `name`, newest first."""
         ...
 
 

@@ -201,6 +201,10 @@ class StoredRun:
     steps_done: int
     created_at: float
     updated_at: float
+    retry_of: str | None = None
+    """The run this one retries (`Store.create_retry`), if it is a retry."""
+    trace: str | None = None
+    """The W3C traceparent of the run's first stretch (`Store.set_trace`), once stored."""
 
     @property
     def lease(self) -> Lease:

@@ -43,6 +43,7 @@ TABLES = (
     "entities",
     "entity_calls",
     "entity_outbox",
+    "history",
 )
 """Data tables, in an order that satisfies the foreign key (graphs before runs)."""
 CHUNK = 5000

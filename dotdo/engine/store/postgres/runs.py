@@ -11,6 +11,7 @@ owner is certainly dead (same host, process gone: `leases.is_dead`). A claim tak
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -31,6 +32,7 @@ __all__ = [
     "RUN_COLUMNS",
     "any_due",
     "claim_runs",
+    "create_job",
     "create_run",
     "fail_run",
     "held_runs",
@@ -49,7 +51,7 @@ __all__ = [
 RUN_COLUMNS = (
     "run_id, workflow, graph_hash, entity_id, status, node, state::text, input::text, "
     "result::text, error::text, wake_at, lease_owner, lease_until, lease_epoch, "
-    "cancel_requested, steps_done, created_at, updated_at"
+    "cancel_requested, steps_done, created_at, updated_at, retry_of, trace"
 )
 _STEP_COLUMNS = (
     "run_id, step_key, status, attempts, value::text, error::text, seq, started_at, finished_at"
@@ -58,7 +60,8 @@ _STEP_COLUMNS = (
 
 def stored_run(row: Any) -> StoredRun:
     (run_id, workflow, graph_hash, entity_id, status, node, state, input_, result, error,
-     wake_at, owner, until, epoch, cancel, steps, created, updated) = row  # fmt: skip
+     wake_at, owner, until, epoch, cancel, steps, created, updated, retry_of, trace,
+     ) = row  # fmt: skip
     return StoredRun(
         run_id=run_id,
         workflow=workflow,
@@ -78,6 +81,8 @@ def stored_run(row: Any) -> StoredRun:
         steps_done=int(steps),
         created_at=created,
         updated_at=updated,
+        retry_of=retry_of,
+        trace=trace,
     )
 
 
@@ -102,6 +107,15 @@ statement's snapshot, so it finds only a run that existed before: the one to rep
 
 async def create_run(db: Database, new: RunToCreate, graphs: set[str]) -> StartOutcome:
     """`graphs`: hashes this store already wrote (their INSERT is skipped)."""
+    outcome = await db.write(create_job(db, new, graphs))
+    graphs.add(new.graph_hash)  # committed: later runs of this graph skip its INSERT
+    return outcome
+
+
+def create_job(
+    db: Database, new: RunToCreate, graphs: set[str]
+) -> Callable[[asyncpg.Connection], Awaitable[StartOutcome]]:
+    """The write of `create_run`, for a transaction that writes more (a retry)."""
 
     async def job(conn: asyncpg.Connection) -> StartOutcome:
         if new.mac is not None:
@@ -132,9 +146,7 @@ async def create_run(db: Database, new: RunToCreate, graphs: set[str]) -> StartO
             return StartOutcome(Lease(new.run_id, 1))
         return StartOutcome(None, existing=(row[1], row[2], row[3]))
 
-    outcome = await db.write(job)
-    graphs.add(new.graph_hash)  # committed: later runs of this graph skip its INSERT
-    return outcome
+    return job
 
 
 # ------------------------------------------------------------------------- reading

@@ -147,6 +147,22 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0
     """,
+    # 6: operations (docs/operations.md): the run a retry continues, the trace a run's
+    # stretches share, and each run's history of operations (an upgrade applied, a retry).
+    """
+    ALTER TABLE runs ADD COLUMN retry_of TEXT;
+    ALTER TABLE runs ADD COLUMN trace TEXT;
+    CREATE INDEX runs_by_retry ON runs(retry_of) WHERE retry_of IS NOT NULL;
+    CREATE INDEX runs_by_age ON runs(status, updated_at);
+    CREATE TABLE history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX history_by_run ON history(run_id, id)
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 

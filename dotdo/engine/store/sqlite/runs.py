@@ -46,7 +46,7 @@ __all__ = [
 _RUN_COLUMNS = (
     "run_id, workflow, graph_hash, entity_id, status, node, state, input, result, error, "
     "wake_at, lease_owner, lease_until, lease_epoch, cancel_requested, steps_done, "
-    "created_at, updated_at"
+    "created_at, updated_at, retry_of, trace"
 )
 _STEP_COLUMNS = "run_id, step_key, status, attempts, value, error, seq, started_at, finished_at"
 
@@ -54,7 +54,8 @@ _STEP_COLUMNS = "run_id, step_key, status, attempts, value, error, seq, started_
 def stored_run(row: Sequence[Any]) -> StoredRun:
     """A row of `_RUN_COLUMNS` as a record."""
     (run_id, workflow, graph_hash, entity_id, status, node, state, input_, result, error,
-     wake_at, owner, until, epoch, cancel, steps, created, updated) = row  # fmt: skip
+     wake_at, owner, until, epoch, cancel, steps, created, updated, retry_of, trace,
+     ) = row  # fmt: skip
     return StoredRun(
         run_id=run_id,
         workflow=workflow,
@@ -74,6 +75,8 @@ def stored_run(row: Sequence[Any]) -> StoredRun:
         steps_done=int(steps),
         created_at=created,
         updated_at=updated,
+        retry_of=retry_of,
+        trace=trace,
     )
 
 

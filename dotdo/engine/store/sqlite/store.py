@@ -18,8 +18,13 @@ from dotdo.engine.store.interface import (
     CommitOutcome,
     EntitySend,
     EventFilter,
+    HistoryEntry,
     Lease,
     PendingSend,
+    PruneFilter,
+    Repin,
+    RetryToCreate,
+    RunExport,
     RunToCreate,
     SendRecord,
     StartOutcome,
@@ -30,9 +35,10 @@ from dotdo.engine.store.interface import (
     StoredSchedule,
     StoredStep,
     StoredWait,
+    UnfinishedRun,
     Waker,
 )
-from dotdo.engine.store.sqlite import approvals, entities, events, runs
+from dotdo.engine.store.sqlite import approvals, entities, events, operations, runs
 from dotdo.engine.store.sqlite.connection import Database
 from dotdo.errors import StoreError
 
@@ -227,6 +233,46 @@ class SqliteStore(Database):
 
     async def prune_calls(self, before: float) -> int:
         return await entities.prune_calls(self, before)
+
+    # ---------------------------------------------------------------- operations
+    async def create_retry(self, retry: RetryToCreate) -> StartOutcome:
+        return await operations.create_retry(self, retry)
+
+    async def reused_results(self, run_id: str) -> dict[str, str | None]:
+        return await operations.reused_results(self, run_id)
+
+    async def history(self, run_id: str) -> list[HistoryEntry]:
+        return await operations.history(self, run_id)
+
+    async def prunable_runs(self, where: PruneFilter, limit: int) -> list[str]:
+        return await operations.prunable_runs(self, where, limit)
+
+    async def delete_runs(self, run_ids: Sequence[str], where: PruneFilter) -> list[str]:
+        return await operations.delete_runs(self, run_ids, where)
+
+    async def prune_unowned(self, before: float) -> None:
+        await operations.prune_unowned(self, before)
+
+    async def export_run(self, run_id: str) -> RunExport | None:
+        return await operations.export_run(self, run_id)
+
+    async def unfinished_runs(self, workflows: Sequence[str] | None) -> list[UnfinishedRun]:
+        return await operations.unfinished_runs(self, workflows)
+
+    async def repin_run(self, repin: Repin) -> bool:
+        return await operations.repin_run(self, repin)
+
+    async def set_trace(self, run_id: str, traceparent: str) -> None:
+        await operations.set_trace(self, run_id, traceparent)
+
+    async def waiting_by_kind(self) -> dict[str, int]:
+        return await operations.waiting_by_kind(self)
+
+    async def graphs_with_prefix(self, prefix: str) -> list[tuple[str, str]]:
+        return await operations.graphs_with_prefix(self, prefix)
+
+    async def graph_hashes(self, name: str, limit: int) -> list[str]:
+        return await operations.graph_hashes(self, name, limit)
 
 
 def read_started_steps(path: str, run_id: str) -> tuple[str, ...]:

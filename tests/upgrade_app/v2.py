@@ -1,0 +1,45 @@
+"""Release 2, compatible: a new step before the approval, a new optional argument."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dotdo import DO, approval, compensate, step, workflow
+
+
+class Billing(DO):
+    @step(retries=0)
+    async def audit(self, order: str) -> None:
+        return None
+
+    @step(retries=0)
+    async def reserve(self, order: str) -> str:
+        return f"reserved {order} (v2)"
+
+    @approval(approvers=["boss"])
+    def sign(self, order: str) -> dict[str, Any]:
+        return {"title": f"bill {order}"}
+
+    @step(retries=0)
+    async def charge(self, order: str, currency: str = "EUR") -> int:
+        return 20
+
+    @compensate(charge)
+    async def refund(self, amount: int) -> None:
+        return None
+
+    @step(retries=0)
+    async def ship(self, order: str) -> str:
+        return f"shipped {order} (v2)"
+
+    @workflow
+    async def bill(self, order: str) -> str:
+        await self.audit(order)
+        reserved = await self.reserve(order)
+        decision = await self.sign(order)
+        if decision.status != "approved":
+            return "refused"
+        amount = await self.charge(order)
+        await self.sleep(3600)
+        shipped = await self.ship(order)
+        return f"{reserved}, {amount}, {shipped}"

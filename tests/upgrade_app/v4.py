@@ -1,0 +1,46 @@
+"""Release 4: like v2, but the result of the new `audit` step (run before the approval) is
+read after it: a run that parked at the approval on v1 has no such local."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dotdo import DO, approval, compensate, step, workflow
+
+
+class Billing(DO):
+    @step(retries=0)
+    async def audit(self, order: str) -> str:
+        return "audited"
+
+    @step(retries=0)
+    async def reserve(self, order: str) -> str:
+        return f"reserved {order}"
+
+    @approval(approvers=["boss"])
+    def sign(self, order: str) -> dict[str, Any]:
+        return {"title": f"bill {order}"}
+
+    @step(retries=0)
+    async def charge(self, order: str) -> int:
+        return 40
+
+    @compensate(charge)
+    async def refund(self, amount: int) -> None:
+        return None
+
+    @step(retries=0)
+    async def ship(self, order: str) -> str:
+        return f"shipped {order}"
+
+    @workflow
+    async def bill(self, order: str) -> str:
+        audited = await self.audit(order)
+        reserved = await self.reserve(order)
+        decision = await self.sign(order)
+        if decision.status != "approved":
+            return "refused"
+        amount = await self.charge(order)
+        await self.sleep(3600)
+        shipped = await self.ship(order)
+        return f"{audited}, {reserved}, {amount}, {shipped}"
