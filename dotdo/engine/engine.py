@@ -13,10 +13,12 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import sqlite3
 import time
 import uuid
 from collections.abc import Iterable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,9 +35,11 @@ from dotdo.engine.handle import RunHandle
 from dotdo.engine.ids import check_id
 from dotdo.engine.interpreter import Event, Resume, RunState, TimerFired
 from dotdo.engine.leases import claim, lease_is_free, new_owner, release_owner, renew
+from dotdo.engine.links import link_url, sign_link
 from dotdo.engine.records import RunInfo, StepRecord
 from dotdo.engine.starts import NewRun, create_run
 from dotdo.engine.state import bind_inputs, decode_state, encode_state
+from dotdo.engine.store import people
 from dotdo.engine.store.files import is_read_only_error
 from dotdo.engine.store.sqlite import Store
 from dotdo.engine.trust import (
@@ -50,6 +54,7 @@ from dotdo.engine.trust import (
 from dotdo.engine.waits import Hibernation
 from dotdo.engine.workflow import Workflow, workflows_of
 from dotdo.errors import (
+    ApprovalError,
     DotdoError,
     GraphIntegrityError,
     LeaseLost,
@@ -563,6 +568,29 @@ class Engine(Hibernation):
         if run_id is not None:
             sql, params = "SELECT event, data FROM outbox WHERE run_id = ? ORDER BY id", (run_id,)
         return [(r["event"], serde.loads(r["data"])) for r in await self.store.fetch(sql, params)]
+
+    async def approval_link(
+        self,
+        approval_id: str,
+        approver: str,
+        *,
+        base_url: str | None = None,
+        ttl: timedelta = timedelta(days=3),
+    ) -> str:
+        """A URL that opens this approval's decision page in the console (`dotdo ui`) for
+        `approver`, without a password, once, until `ttl` passes. The decision is still a
+        POST there, so a mail client's link preview cannot decide. `base_url` defaults to
+        $DOTDO_CONSOLE_URL, else http://127.0.0.1:8080."""
+        approval = await self.get_approval(approval_id)
+        if approver not in approval.approvers:
+            raise ApprovalError(
+                f"{approver!r} is not an approver of {approval_id!r} "
+                f"(approvers: {', '.join(approval.approvers)})"
+            )
+        key = await people.console_key(self.store)
+        token = sign_link(key, approval_id, approver, self.clock.now() + ttl.total_seconds())
+        base = base_url or os.environ.get("DOTDO_CONSOLE_URL") or "http://127.0.0.1:8080"
+        return link_url(base, token)
 
     async def cancel(self, run_id: str) -> RunInfo:
         """Cancel a run: at once if no one is advancing it, else at its next boundary."""

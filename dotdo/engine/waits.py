@@ -21,6 +21,7 @@ import aiosqlite
 from dotdo.compiler.ir import ApprovalNode, CascadeNode, WaitEventNode
 from dotdo.engine import serde
 from dotdo.engine.approval_rows import (
+    approval_event,
     as_seen,
     is_expired,
     listing_filter,
@@ -33,6 +34,7 @@ from dotdo.engine.interpreter import Event, Resolved, Suspend, Transition, step_
 from dotdo.engine.leases import lease_is_free
 from dotdo.engine.models import Approval, Decision, EventRecord
 from dotdo.engine.records import readable
+from dotdo.engine.store import people
 from dotdo.engine.store.sqlite import JournalRow
 from dotdo.engine.triggers import check_event_name, matches
 from dotdo.engine.workflow import Workflow
@@ -114,6 +116,7 @@ class Hibernation(RunDriver):
                     ),
                 )
             )
+            extra.append(approval_event("Approval.requested", approval, now))
         else:
             name = check_event_name(command.request["event"])
             match = command.request.get("match")
@@ -134,6 +137,8 @@ class Hibernation(RunDriver):
                         return None
                 return self._resolved(run, command.key, found)
         await self._commit(run, t, journal, sends, extra=extra)
+        if extra:
+            self._kick.set()  # deliver Approval.requested to `@on` handlers
         if command.kind == "event":  # hibernated: a retry from the checkpoint would not poke
             await self._persist(lambda: self._poke(run.run_id, command.key))
         return None
@@ -351,19 +356,34 @@ class Hibernation(RunDriver):
         await self._persist(lambda: self.store.write(job))  # the cancel is already stored
 
     async def approve(
-        self, approval_id: str, *, by: str, comment: str | None = None, value: Any = None
+        self,
+        approval_id: str,
+        *,
+        by: str,
+        comment: str | None = None,
+        value: Any = None,
+        user: str | None = None,
     ) -> Approval:
-        """Record `by`'s approval; the last approver of a chain settles it and wakes the run."""
-        return await self._decide(approval_id, by, "approved", comment, value)
+        """Record `by`'s approval; the last approver of a chain settles it and wakes the run.
+        `by` is the approver whose turn it is, or a user who is a member of that group."""
+        return await self._decide(approval_id, by, "approved", comment, value, user)
 
-    async def reject(self, approval_id: str, *, by: str, reason: str) -> Approval:
+    async def reject(
+        self, approval_id: str, *, by: str, reason: str, user: str | None = None
+    ) -> Approval:
         """Reject with a reason; a rejection at any level ends the chain."""
-        if not reason:
+        if not reason or not reason.strip():
             raise ApprovalError("a rejection needs a reason")
-        return await self._decide(approval_id, by, "rejected", reason, None)
+        return await self._decide(approval_id, by, "rejected", reason, None, user)
 
     async def _decide(
-        self, approval_id: str, by: str, decision: str, comment: str | None, value: Any
+        self,
+        approval_id: str,
+        by: str,
+        decision: str,
+        comment: str | None,
+        value: Any,
+        user: str | None = None,
     ) -> Approval:
         now = self.clock.now()
 
@@ -387,17 +407,21 @@ class Hibernation(RunDriver):
             if approval.status != "pending":
                 raise ApprovalError(f"approval {approval_id!r} is already {approval.status}")
             turn = approval.approvers[approval.level]
+            who = user
             if by != turn:
-                raise ApprovalError(
-                    f"{by!r} may not decide approval {approval_id!r}: it waits on {turn!r}"
-                )
+                if not await people.is_member(conn, by, turn):
+                    raise ApprovalError(
+                        f"{by!r} may not decide approval {approval_id!r}: it waits on {turn!r}"
+                    )
+                who = by  # a member of the group `turn` names: the decision records who
             approval.decisions.append(
                 Decision(
-                    by=by,
+                    by=turn,
                     at=datetime.fromtimestamp(now, UTC),
                     decision=decision,  # type: ignore[arg-type]
                     comment=comment,
                     value=value,
+                    user=who,
                 )
             )
             if decision == "rejected":
@@ -412,10 +436,12 @@ class Hibernation(RunDriver):
                 "WHERE id = ?",
                 (approval.status, waiting_on, serde.dumps(approval), now, approval_id),
             )
+            await conn.execute(*approval_event("Approval.decided", approval, now))
             woke = approval.status != "pending" and await self._wake(conn, approval.run_id)
             return approval, woke
 
         approval, woke = await self.store.write(job)
+        self._kick.set()  # deliver Approval.decided
         if woke:
             await self._resume(approval.run_id)
         return approval

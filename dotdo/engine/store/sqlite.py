@@ -178,6 +178,35 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE entity_calls ADD COLUMN chain TEXT;
     ALTER TABLE entity_calls ADD COLUMN digest TEXT
     """,
+    # 5: the web console (dotdo.engine.store.people): users with hashed passwords, the
+    # approver names and groups each acts as, API tokens (hashed), the single-use signed
+    # links already spent, and an index for keyset pagination of the runs list.
+    """
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        password TEXT,
+        role TEXT NOT NULL,
+        created_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE user_names (
+        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        PRIMARY KEY (user, name)
+    ) WITHOUT ROWID;
+    CREATE INDEX user_names_by_name ON user_names(name, user);
+    CREATE TABLE api_tokens (
+        digest TEXT PRIMARY KEY,
+        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        created_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE used_links (
+        nonce TEXT PRIMARY KEY,
+        used_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX runs_by_created ON runs(created_at, run_id);
+    CREATE INDEX approvals_by_run ON approvals(run_id)
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
