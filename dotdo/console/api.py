@@ -242,6 +242,7 @@ async def me(state: ConsoleState, request: Request, _: Any) -> BaseModel:
 
 
 _STR = {"type": "string", "maxLength": 200}
+_PATH_MAX = 400
 OPERATIONS = (
     Operation(
         "GET",
@@ -299,9 +300,39 @@ OPERATIONS = (
 )
 
 
+def _check_params(op: Operation, request: Request) -> None:
+    """Hold every parameter to the bounds the OpenAPI document states for it."""
+    for name, value in request.path_params.items():
+        if not 1 <= len(value) <= _PATH_MAX:
+            raise Refused(400, f"{name} must be 1 to {_PATH_MAX} characters")
+    for name, schema, _ in op.query:
+        value = request.query_params.get(name)
+        if value is None:
+            continue
+        kind = schema["type"]
+        if kind == "string":
+            if len(value) > schema.get("maxLength", 10_000):
+                raise Refused(400, f"{name} is longer than {schema['maxLength']} characters")
+            if "enum" in schema and value not in schema["enum"]:
+                raise Refused(400, f"{name} must be one of {', '.join(schema['enum'])}")
+            continue
+        try:
+            number = int(value) if kind == "integer" else float(value)
+        except ValueError:
+            raise Refused(
+                400, f"{name} must be a{'' if kind == 'integer' else ' '} {kind}"
+            ) from None
+        if (kind == "number" and number != number) or number in (float("inf"), float("-inf")):
+            raise Refused(400, f"{name} must be a finite number")
+        low, high = schema.get("minimum"), schema.get("maximum")
+        if (low is not None and number < low) or (high is not None and number > high):
+            raise Refused(400, f"{name} must be from {low} to {high}")
+
+
 def _endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         state = _state(request)
+        _check_params(op, request)
         caller = await state.identify(request)
         state.require(caller, role="approver" if op.role == "approver" else "viewer")
         body: Any = None
@@ -344,7 +375,7 @@ def openapi_document() -> dict[str, Any]:
                 "name": name,
                 "in": "path",
                 "required": True,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 400},
+                "schema": {"type": "string", "minLength": 1, "maxLength": _PATH_MAX},
             }
             for name in ("run_id", "approval_id")
             if "{" + name + "}" in op.path
