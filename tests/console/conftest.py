@@ -106,6 +106,9 @@ class LiveServer:
         self._error: BaseException | None = None
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
+        self.sock.setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+        )  # no 40 ms delayed-ACK stalls
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._run, name="console-server", daemon=True)

@@ -301,3 +301,15 @@ def test_dotdo_users_add_list_remove(tmp_path: Path) -> None:
     assert dotdo("users", "remove", "erin").returncode == 0
     missing = dotdo("users", "remove", "erin")
     assert missing.returncode == 1 and "no user named" in missing.stderr
+
+
+async def test_the_links_example_mails_each_level_of_the_chain(tmp_path: Path) -> None:
+    root = str(Path(__file__).resolve().parents[2])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from examples import console_links
+
+    console_links.OUTBOX.clear()
+    mails = await console_links.main(tmp_path / "links.db")
+    assert [m.split("\n")[0] for m in mails] == ["To: manager", "To: finance"]
+    assert all("/link/" in m for m in mails)
