@@ -480,7 +480,10 @@ class Player:
             self.times.append(self.clock.now())
         elif kind == "send":
             tag = f"x{i}"
-            rows = await engine.store.fetch("SELECT data FROM outbox WHERE run_id IS NULL")
+            # Its own sends (the engine's Approval.* events have no run id either).
+            rows = await engine.store.fetch(
+                "SELECT data FROM outbox WHERE run_id IS NULL AND event NOT LIKE 'Approval.%'"
+            )
             if all(serde.loads(r["data"])["tag"] != tag for r in rows):  # a retry: not twice
                 await engine.send(EVENTS[action[1]], {"tag": tag, "k": action[2], "v": i})
         elif kind == "decide":

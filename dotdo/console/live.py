@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from dotdo.console.state import ConsoleState, Refused
+from dotdo.console.state import Caller, ConsoleState, Refused
 from dotdo.console.templating import templates
 from dotdo.engine.store import console_queries as q
 
@@ -37,10 +37,19 @@ async def diagram(request: Request) -> Response:
     if caller.person is None:
         raise Refused(401, "sign in first")
     highlight = request.query_params.get("highlight") or None
-    if caller.via != "link":
-        state.require(caller)
-    kind, body = await state.diagram(request.path_params["run_id"], highlight)
+    run_id = request.path_params["run_id"]
+    _scope(state, caller, run_id)
+    kind, body = await state.diagram(run_id, highlight)
     return Response(body, media_type=kind, headers={"cache-control": "private, max-age=3600"})
+
+
+def _scope(state: ConsoleState, caller: Caller, run_id: str) -> None:
+    """A signed link's session sees the run of its one approval; others need to be viewers."""
+    if caller.link is not None:
+        if not caller.link[0].startswith(f"{run_id}/"):
+            raise Refused(403, "a signed link opens its one decision page only")
+    else:
+        state.require(caller)
 
 
 def _event(name: str, html: str) -> str:
@@ -54,12 +63,7 @@ async def live(request: Request) -> Response:
     if caller.person is None:
         raise Refused(401, "sign in first")
     run_id = request.path_params["run_id"]
-    if caller.link is not None:
-        body = await q.approval_body(state.store, caller.link[0])
-        if body is None or not caller.link[0].startswith(f"{run_id}/"):
-            raise Refused(403, "a signed link opens its one decision page only")
-    else:
-        state.require(caller)
+    _scope(state, caller, run_id)
     await state.run(run_id)  # 404 before the stream starts
     highlight = request.query_params.get("highlight") or ""
     compact = request.query_params.get("compact") == "1"

@@ -27,9 +27,10 @@ from dotdo.console.security import (
 from dotdo.console.state import STATUSES, Caller, ConsoleState, Refused
 from dotdo.console.templating import templates
 from dotdo.console.views import iso
-from dotdo.engine.links import LinkError, read_link
+from dotdo.engine.links import read_link
 from dotdo.engine.store import console_queries as q
 from dotdo.engine.store import people
+from dotdo.errors import ApprovalError
 
 __all__ = ["page_routes", "render", "run_filter"]
 
@@ -150,8 +151,8 @@ async def link(request: Request) -> Response:
     token = request.path_params["token"]
     try:
         claim = read_link(state.key, token, state.now())
-    except LinkError as exc:
-        raise Refused(403 if "signature" in str(exc) else 410, f"{exc}.") from None
+    except ApprovalError as exc:
+        raise Refused(410 if "expired" in str(exc) else 403, f"{exc}.") from None
     if not await people.spend_link(
         state.store, claim.nonce, now=state.now(), expires_at=claim.expires_at
     ):

@@ -17,11 +17,9 @@ import secrets
 from dataclasses import dataclass
 from urllib.parse import quote
 
-__all__ = ["LinkClaim", "LinkError", "link_url", "read_link", "sign_link"]
+from dotdo.errors import ApprovalError
 
-
-class LinkError(ValueError):
-    """A link token that is malformed, tampered with or expired (the message says which)."""
+__all__ = ["LinkClaim", "link_url", "read_link", "sign_link"]
 
 
 @dataclass(frozen=True)
@@ -56,17 +54,18 @@ def link_url(base_url: str, token: str) -> str:
 
 
 def read_link(key: bytes, token: str, now: float) -> LinkClaim:
-    """The claim a token makes, once its signature and expiry check out."""
+    """The claim a token makes, once its signature and expiry check out; else ApprovalError
+    saying which (malformed, signature, expired)."""
     if len(token) > 2000 or token.count(".") != 1:
-        raise LinkError("this link is malformed")
+        raise ApprovalError("this link is malformed")
     payload, mac = token.split(".")
     if not hmac.compare_digest(mac.encode(), _mac(key, payload).encode()):
-        raise LinkError("this link's signature does not match (altered or not ours)")
+        raise ApprovalError("this link's signature does not match (altered or not ours)")
     try:
         body = json.loads(_unb64(payload))
         claim = LinkClaim(str(body["a"]), str(body["u"]), float(body["e"]), str(body["n"]))
     except (ValueError, KeyError, TypeError) as exc:
-        raise LinkError("this link is malformed") from exc
+        raise ApprovalError("this link is malformed") from exc
     if now >= claim.expires_at:
-        raise LinkError("this link has expired")
+        raise ApprovalError("this link has expired")
     return claim

@@ -240,6 +240,9 @@ async def test_a_link_opens_its_one_page_and_nothing_else(console: Console) -> N
     assert refused.status_code == 403
     assert (await browser.get("/runs")).status_code == 403
     assert (await browser.get("/api/runs")).status_code == 403
+    assert (await browser.get("/runs/po/diagram")).status_code == 200  # its own run's
+    assert (await browser.get("/runs/po2/diagram")).status_code == 403
+    assert (await browser.get("/runs/po2/live")).status_code == 403
     assert await _status(console, other) == "pending"
 
 
