@@ -67,6 +67,18 @@ class Purchases(DO):
         )
         return result.value
 
+    @workflow
+    async def triage(self, text: str) -> Any:
+        result = await self.cascade(
+            task=f"triage {text}",
+            tiers={
+                "code": lambda: {"value": "unsure", "confidence": 0.1},
+                "human": ["finance"],  # the human tier names its reviewer (a group here)
+            },
+            confidence_threshold=0.9,
+        )
+        return result.value
+
 
 class Mailer(DO):
     @step

@@ -140,6 +140,21 @@ async def test_a_cascade_human_task_is_answered_with_a_value(console: Console) -
     assert (await console.engine.wait("k1", timeout=10)).result == "office"
 
 
+async def test_a_cascade_human_tier_names_its_reviewer_group(console: Console) -> None:
+    await console.engine.start(console_app.Purchases.triage, "invoice", run_id="k2")
+    await console.engine.idle("k2", timeout=10)
+    olga = await console.login("olga")  # acts as "human": not this task's reviewer
+    assert (await olga.get("/api/approvals", params={"type": "cascade"})).json()["approvals"] == []
+    fin = await console.login("fin")
+    (task,) = (await fin.get("/api/approvals", params={"type": "cascade"})).json()["approvals"]
+    assert task["approvers"] == ["finance"]
+    answered = await _decide(console, fin, task["id"], decision="approve", value='"tax"')
+    assert answered.status_code == 303
+    assert (await console.engine.wait("k2", timeout=10)).result == "tax"
+    decision = (await console.engine.get_approval(task["id"])).decisions[0]
+    assert (decision.by, decision.user, decision.value) == ("finance", "fin", "tax")
+
+
 async def test_decided_and_expired_approvals_show_their_outcome(console: Console) -> None:
     await console.engine.start(console_app.Purchases.hurried, 2.0, run_id="e1")
     await console.engine.idle("e1", timeout=10)
