@@ -13,13 +13,10 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from dotdo import DO, Engine, EventRecord, approval, on, step, workflow
-from dotdo.engine.context import current_step
-from dotdo.engine.store import people
+from dotdo import DO, Engine, EventRecord, approval, current_step, on, step, workflow
 
 OUTBOX: list[str] = []
 """Mails "sent" (a real app would hand them to SMTP or a chat API)."""
@@ -67,9 +64,6 @@ async def main(db: str | Path | None = None) -> list[str]:
     db = Path(db) if db else Path(tempfile.mkdtemp(prefix="dotdo-links-")) / "links.db"
     engine = Engine(db).register(Expenses, Notifier)
     async with engine:
-        await people.add_user(
-            engine.store, "mia", role="approver", names=["manager"], password=None, now=time.time()
-        )
         await engine.start(Expenses.claim, "sam", 84.5, run_id="claim-1")
         for _ in range(500):
             if OUTBOX:
@@ -82,7 +76,9 @@ async def main(db: str | Path | None = None) -> list[str]:
             await asyncio.sleep(0.01)
     for mail in OUTBOX:
         print(mail)
-    print(f"database: {db}\nserve it: dotdo ui --app examples.console_links --db {db}")
+    print(f"database: {db}")
+    print("add people: dotdo users add mia --as manager --db DB; dotdo users add fin --as finance")
+    print(f"serve it:   dotdo ui --app examples.console_links --db {db}")
     return list(OUTBOX)
 
 

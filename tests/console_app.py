@@ -7,8 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from dotdo import DO, approval, on, step, workflow
-from dotdo.engine.context import current_step
+from dotdo import DO, approval, current_step, on, step, workflow
 
 MAILBOX: list[dict[str, Any]] = []
 
