@@ -17,7 +17,7 @@ from typing import Any
 
 import console_app
 import pytest
-from conftest import PASSWORD, LiveServer
+from console_support import PASSWORD, LiveServer
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]

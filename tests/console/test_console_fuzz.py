@@ -12,7 +12,7 @@ import console_app
 import pytest
 import schemathesis
 import schemathesis.checks as checks
-from conftest import LiveServer
+from console_support import LiveServer
 from hypothesis import HealthCheck, settings
 
 from dotdo.console.api import openapi_document

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import console_app
 import pytest
-from conftest import PASSWORD, Console, csrf_of
+from console_support import PASSWORD, Console, csrf_of
 
 from dotdo.engine.store import people
 from dotdo.errors import ApprovalError

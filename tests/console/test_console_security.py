@@ -12,7 +12,7 @@ from pathlib import Path
 
 import console_app
 import pytest
-from conftest import PASSWORD, Console, csrf_of
+from console_support import PASSWORD, Console, csrf_of
 
 from dotdo.console import ConsoleConfig, create_app
 from dotdo.console.security import (
@@ -265,7 +265,7 @@ async def test_the_identity_header_is_believed_from_loopback_only(console: Conso
 
 
 async def test_without_the_option_the_header_is_ignored(tmp_path: Path) -> None:
-    from conftest import add_people, engine_for
+    from console_support import add_people, engine_for
 
     engine = engine_for(tmp_path / "c.db")
     async with engine:
@@ -287,7 +287,7 @@ def test_binding_beyond_loopback_needs_a_user() -> None:
 
 
 async def test_the_app_refuses_a_public_address_without_users(tmp_path: Path) -> None:
-    from conftest import engine_for
+    from console_support import engine_for
 
     engine = engine_for(tmp_path / "c.db")
     app = create_app(engine, ConsoleConfig(host="0.0.0.0"))
