@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench graphviz clean
+.PHONY: demo test lint typecheck bench graphviz chromium screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,6 +19,17 @@ graphviz:
 	    (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null) || echo "note: could not install graphviz; SVG/PNG rendering disabled"; \
 	  else echo "note: install Graphviz (the 'dot' binary) for SVG/PNG rendering"; fi; }
 
+# Debian's Chromium drives the console's browser tests (Playwright cannot download its own).
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "note: could not install chromium; the console's browser tests skip outside CI"; \
+	  else echo "note: install chromium (/usr/bin/chromium) for the console's browser tests"; fi; }
+
+# The console's screenshots in docs/console/, taken by its browser tests.
+screenshots: $(STAMP) chromium
+	DOTDO_SCREENSHOTS=1 $(BIN)/pytest -q tests/console/test_console_browser.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check dotdo tests examples bench
 	$(BIN)/ruff format --check dotdo tests examples bench
@@ -27,7 +38,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) graphviz lint typecheck
+test: $(STAMP) graphviz chromium lint typecheck
 	$(BIN)/pytest -q
 
 demo: $(STAMP) graphviz

@@ -50,6 +50,8 @@ from dotdo.cli.output import (
     to_json,
 )
 from dotdo.cli.serve import serve
+from dotdo.cli.ui import ui
+from dotdo.cli.users import users
 from dotdo.cli.waits import approvals, approve, reject, send
 from dotdo.dsl.python.decorators import WorkflowDef
 from dotdo.dsl.python.do import DO
@@ -322,7 +324,7 @@ def worker(apps: tuple[str, ...]) -> None:
     execute(_worker(selected_db(), list(apps)))
 
 
-for _command in (approvals, approve, reject, send, check, fmt, render_command, serve):
+for _command in (approvals, approve, reject, send, check, fmt, render_command, serve, ui, users):
     cli.add_command(_command)
 
 
