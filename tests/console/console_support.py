@@ -36,7 +36,7 @@ PEOPLE = {
 }
 
 
-def engine_for(db: Path) -> Engine:
+def engine_for(db: str | Path) -> Engine:
     import console_app
 
     return Engine(db, poll_seconds=0.02).register(console_app.Purchases, console_app.Mailer)
@@ -79,11 +79,12 @@ class Console:
         return csrf_of((await client.get(path)).text)
 
 
-async def open_console(tmp_path: Path) -> AsyncIterator[Console]:
+async def open_console(location: str | Path) -> AsyncIterator[Console]:
+    """A console over a fresh database at `location` (a file path or a backend's URL)."""
     import console_app
 
     console_app.MAILBOX.clear()
-    engine = engine_for(tmp_path / "console.db")
+    engine = engine_for(location)
     await engine.open()
     try:
         await add_people(engine)

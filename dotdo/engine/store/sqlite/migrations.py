@@ -148,9 +148,9 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0
     """,
     # 7: the web console (dotdo.console; numbered after the operations work's 6): users
-    # with hashed passwords, the approver names and groups each acts as, API tokens
-    # (digests), the single-use signed links already spent, and indexes for the runs list's
-    # keyset pages and a run's approvals.
+    # with hashed passwords, the approver names and groups each acts as (`user_name`:
+    # PostgreSQL reserves `user`), API tokens (digests), the single-use signed links already
+    # spent, and indexes for the runs list's keyset pages and a run's approvals.
     """
     CREATE TABLE users (
         name TEXT PRIMARY KEY,
@@ -159,14 +159,14 @@ _MIGRATIONS: list[str] = [
         created_at REAL NOT NULL
     ) WITHOUT ROWID;
     CREATE TABLE user_names (
-        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        user_name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
         name TEXT NOT NULL,
-        PRIMARY KEY (user, name)
+        PRIMARY KEY (user_name, name)
     ) WITHOUT ROWID;
-    CREATE INDEX user_names_by_name ON user_names(name, user);
+    CREATE INDEX user_names_by_name ON user_names(name, user_name);
     CREATE TABLE api_tokens (
         digest TEXT PRIMARY KEY,
-        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        user_name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
         created_at REAL NOT NULL
     ) WITHOUT ROWID;
     CREATE TABLE used_links (

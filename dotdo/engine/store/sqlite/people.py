@@ -35,9 +35,9 @@ async def put_user(db: Database, person: StoredUser, now: float) -> None:
             "users.password), role = excluded.role",
             (person.name, person.password, person.role, now),
         )
-        await conn.execute("DELETE FROM user_names WHERE user = ?", (person.name,))
+        await conn.execute("DELETE FROM user_names WHERE user_name = ?", (person.name,))
         await conn.executemany(
-            "INSERT OR IGNORE INTO user_names(user, name) VALUES (?, ?)",
+            "INSERT OR IGNORE INTO user_names(user_name, name) VALUES (?, ?)",
             [(person.name, n) for n in person.names],
         )
 
@@ -46,8 +46,8 @@ async def put_user(db: Database, person: StoredUser, now: float) -> None:
 
 async def remove_user(db: Database, name: str) -> bool:
     async def job(conn: aiosqlite.Connection) -> bool:
-        await conn.execute("DELETE FROM user_names WHERE user = ?", (name,))
-        await conn.execute("DELETE FROM api_tokens WHERE user = ?", (name,))
+        await conn.execute("DELETE FROM user_names WHERE user_name = ?", (name,))
+        await conn.execute("DELETE FROM api_tokens WHERE user_name = ?", (name,))
         cursor = await conn.execute("DELETE FROM users WHERE name = ?", (name,))
         return cursor.rowcount > 0
 
@@ -57,7 +57,9 @@ async def remove_user(db: Database, name: str) -> bool:
 async def _with_names(db: Database, row: Sequence[Any] | None) -> StoredUser | None:
     if row is None:
         return None
-    names = await db.fetch("SELECT name FROM user_names WHERE user = ? ORDER BY name", (row[0],))
+    names = await db.fetch(
+        "SELECT name FROM user_names WHERE user_name = ? ORDER BY name", (row[0],)
+    )
     return StoredUser(row[0], row[2], tuple(n[0] for n in names), row[1])
 
 
@@ -68,7 +70,7 @@ async def user(db: Database, name: str) -> StoredUser | None:
 
 async def user_by_token(db: Database, digest: str) -> StoredUser | None:
     row = await db.fetch_one(
-        "SELECT u.name, u.password, u.role FROM api_tokens t JOIN users u ON u.name = t.user "
+        "SELECT u.name, u.password, u.role FROM api_tokens t JOIN users u ON u.name = t.user_name "
         "WHERE t.digest = ?",
         (digest,),
     )
@@ -78,7 +80,7 @@ async def user_by_token(db: Database, digest: str) -> StoredUser | None:
 async def users(db: Database) -> list[StoredUser]:
     rows = await db.fetch("SELECT name, password, role FROM users ORDER BY name")
     names: dict[str, list[str]] = {}
-    for r in await db.fetch("SELECT user, name FROM user_names ORDER BY name"):
+    for r in await db.fetch("SELECT user_name, name FROM user_names ORDER BY name"):
         names.setdefault(r[0], []).append(r[1])
     return [StoredUser(r[0], r[2], tuple(names.get(r[0], ())), r[1]) for r in rows]
 
@@ -86,7 +88,7 @@ async def users(db: Database) -> list[StoredUser]:
 async def add_token(db: Database, digest: str, user: str, now: float) -> None:
     async def job(conn: aiosqlite.Connection) -> None:
         await conn.execute(
-            "INSERT INTO api_tokens(digest, user, created_at) VALUES (?, ?, ?)",
+            "INSERT INTO api_tokens(digest, user_name, created_at) VALUES (?, ?, ?)",
             (digest, user, now),
         )
 
