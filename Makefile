@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench graphviz chromium screenshots clean
+.PHONY: demo test lint typecheck bench graphviz chromium screenshots postgres clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,12 @@ chromium:
 screenshots: $(STAMP) chromium
 	DOTDO_SCREENSHOTS=1 $(BIN)/pytest -q tests/console/test_console_browser.py
 
+# The PostgreSQL suites need a server at $$DOTDO_TEST_PG (default 127.0.0.1:5432): start an
+# installed cluster, or install one when root. Never fails here: tests/conftest.py skips
+# those suites with the reason when there is none, and fails them under CI=true.
+postgres:
+	@$(PY) tests/pg_server.py ensure
+
 lint: $(STAMP)
 	$(BIN)/ruff check dotdo tests examples bench
 	$(BIN)/ruff format --check dotdo tests examples bench
@@ -38,7 +44,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) graphviz chromium lint typecheck
+test: $(STAMP) graphviz chromium postgres lint typecheck
 	$(BIN)/pytest -q
 
 demo: $(STAMP) graphviz

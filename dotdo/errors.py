@@ -18,7 +18,11 @@ is recorded under.
         ├── ScheduleError              an @every / @on the engine cannot understand
         ├── SerializationError         a value that cannot be stored (or rebuilt)
         ├── StoreError                 the database cannot be used
-        │   └── StoreWriteError        a write was not committed (disk full, I/O)
+        │   ├── StoreWriteError        a write was not committed (disk full, I/O)
+        │   ├── StoreUnreachable       no database server answers (or it hung up)
+        │   ├── StoreAuthError         the server refused the credentials
+        │   ├── SchemaTooNew           written by a newer dotdo
+        │   └── UnknownStoreURL        a --db URL of a scheme dotdo has no backend for
         ├── RunNotFound
         ├── InvalidId                  a run or entity id dotdo refuses
         ├── RunConflict                a run id reused with another workflow or input
@@ -76,13 +80,17 @@ __all__ = [
     "RunFailed",
     "RunNotFound",
     "ScheduleError",
+    "SchemaTooNew",
     "SerializationError",
     "StepInterrupted",
     "StepTimeout",
+    "StoreAuthError",
     "StoreError",
+    "StoreUnreachable",
     "StoreWriteError",
     "UnknownEntity",
     "UnknownMethod",
+    "UnknownStoreURL",
     "UnknownWorkflow",
 ]
 
@@ -131,6 +139,25 @@ class StoreWriteError(StoreError):
     past `busy_timeout`. Nothing of it was stored. The engine retries its own writes (a run
     goes on from its last checkpoint once the store works again); a call such as `approve`
     or `send` that fails with this did nothing and may simply be retried."""
+
+
+class StoreUnreachable(StoreError):
+    """No database server answers at the URL (refused, unknown host, timed out), or the
+    connection was lost. The engine reconnects with backoff when it loses one mid-run."""
+
+
+class StoreAuthError(StoreError):
+    """The database server refused the user, password or database name of the URL."""
+
+
+class SchemaTooNew(StoreError):
+    """The database was written by a newer dotdo (a higher schema version): nothing was
+    changed; upgrade dotdo to open it."""
+
+
+class UnknownStoreURL(StoreError):
+    """`--db` / `DOTDO_DB` / `Engine(...)` named a URL whose scheme has no backend (only
+    SQLite files and postgresql:// URLs do)."""
 
 
 class RunNotFound(DotdoError):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import sqlite3
 import sys
 import threading
 import time
@@ -19,6 +18,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from backend_rows import expire_lease
 
 from dotdo import (
     DO,
@@ -333,17 +333,18 @@ async def test_try_runs_once(store_location: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("crash", "ran_before_crash"),
+    ("point", "ran_before_crash"),
     [
-        (CrashAt(1, points=("before_step",)), False),  # started row committed, not yet run
-        (CrashAt(1, points=("after_commit",)), False),  # right after the "started" commit
-        (CrashAt(1, points=("after_step",)), True),  # ran, outcome not recorded
+        ("before_step", False),  # started row committed, not yet run
+        ("after_commit", False),  # right after the "started" commit
+        ("after_step", True),  # ran, outcome not recorded
     ],
     ids=["before_step", "after_started_commit", "after_step"],
 )
 async def test_try_interrupted_by_a_crash_is_failed_not_rerun(
-    store_location: str, crash: CrashAt, ran_before_crash: bool
+    store_location: str, point: str, ran_before_crash: bool
 ) -> None:
+    crash = CrashAt(1, points=(point,))  # a fresh one per backend: a CrashAt fires once
     SENT.clear()
     db = store_location
     async with Engine(db, faults=crash) as engine:
@@ -747,9 +748,7 @@ async def test_a_stalled_owner_cannot_commit_after_its_lease_was_taken_over(
         await a.start(Stall.go, run_id="s")
         await eventually(lambda: _ready(lambda: bool(STEP_RUNS)), what="A's step in flight")
         # A stalls longer than its lease TTL: simulate it by letting the lease run out.
-        with sqlite3.connect(db) as conn:
-            conn.execute("UPDATE runs SET lease_until = 0 WHERE run_id = 's'")
-        conn.close()
+        await expire_lease(db, "s")
         assert await b.recover() == ["s"]
         assert await b.handle("s").result(timeout=5) == "done"
         GATE["gate"].set()  # A wakes up and tries to commit the same run

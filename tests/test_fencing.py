@@ -15,6 +15,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from backend_rows import expire_lease
 
 from dotdo import DO, Engine, current_step, workflow
 
@@ -65,15 +66,6 @@ async def _eventually(check: Any, what: str, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.005)
 
 
-async def _expire(engine: Engine, run_id: str) -> None:
-    """The paused worker's lease runs out (as if its renewals had stopped)."""
-
-    async def expire(conn: Any) -> None:
-        await conn.execute("UPDATE runs SET lease_until = 0 WHERE run_id = ?", (run_id,))
-
-    await engine.store.write(expire)  # type: ignore[attr-defined]
-
-
 @pytest.mark.parametrize(
     ("flow", "late_write"), [("stall_first", "checkpoint"), ("stall_last", "completion")]
 )
@@ -95,7 +87,7 @@ async def test_a_paused_worker_cannot_commit_after_its_lease_was_taken_over(
 
         await _eventually(a_stalled, "A's step in flight")
         epoch_a = a._runs["r"].lease.epoch
-        await _expire(a, "r")
+        await expire_lease(store_location, "r")  # its renewals stopped
         assert await b.recover() == ["r"]  # B takes the run over: a new epoch
         info = await b.wait("r", timeout=10)
         assert info.status == "completed"

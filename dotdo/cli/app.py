@@ -14,7 +14,6 @@ import inspect
 import logging
 import signal
 import uuid
-from pathlib import Path
 from typing import Any
 
 import click
@@ -24,6 +23,7 @@ from dotdo import __version__
 from dotdo.cli.common import (
     USAGE,
     CliError,
+    Db,
     allowed_modules,
     app_option,
     checked_id,
@@ -35,6 +35,7 @@ from dotdo.cli.common import (
     parse_json,
     selected_db,
 )
+from dotdo.cli.db import db
 from dotdo.cli.flow import check, fmt, render_command, resolve_flow
 from dotdo.cli.output import (
     console,
@@ -137,7 +138,7 @@ def _bind(wf: WorkflowDef[Any], given: dict[str, Any]) -> tuple[tuple[Any, ...],
 
 
 # -------------------------------------------------------------------------- commands
-async def _run(db: Path, target: str, text: str | None, run_id: str | None, apps: list[str]) -> int:
+async def _run(db: Db, target: str, text: str | None, run_id: str | None, apps: list[str]) -> int:
     run_id = uuid.uuid4().hex if run_id is None else checked_id(run_id)
     wf, cls = _resolve(target)
     given = _parse_input(text)
@@ -169,7 +170,7 @@ async def _waiting_on(engine: Engine, info: RunInfo) -> str:
     return f"until {format_time(info.wake_at)}" if info.wake_at else ""
 
 
-async def _status(db: Path, run_id: str) -> int:
+async def _status(db: Db, run_id: str) -> int:
     checked_id(run_id)
     async with opened(db, read_only=True) as engine:
         info, journal = await read_run(engine, run_id)
@@ -178,14 +179,14 @@ async def _status(db: Path, run_id: str) -> int:
     return 0
 
 
-async def _runs(db: Path, status: str | None, workflow: str | None, limit: int) -> int:
+async def _runs(db: Db, status: str | None, workflow: str | None, limit: int) -> int:
     async with opened(db, read_only=True) as engine:
         runs = await read_runs(engine, status, workflow, limit)
     render_runs(console(), runs)
     return 0
 
 
-async def _cancel(db: Path, run_id: str, apps: list[str]) -> int:
+async def _cancel(db: Db, run_id: str, apps: list[str]) -> int:
     checked_id(run_id)
     targets = load_apps(apps)
     async with opened(db, *targets, existing=True) as engine:
@@ -205,7 +206,7 @@ async def _cancel(db: Path, run_id: str, apps: list[str]) -> int:
     return 0
 
 
-async def _worker(db: Path, apps: list[str]) -> int:
+async def _worker(db: Db, apps: list[str]) -> int:
     targets = load_apps(apps)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -324,7 +325,19 @@ def worker(apps: tuple[str, ...]) -> None:
     execute(_worker(selected_db(), list(apps)))
 
 
-for _command in (approvals, approve, reject, send, check, fmt, render_command, serve, ui, users):
+for _command in (
+    approvals,
+    approve,
+    reject,
+    send,
+    check,
+    fmt,
+    render_command,
+    serve,
+    db,
+    ui,
+    users,
+):
     cli.add_command(_command)
 
 

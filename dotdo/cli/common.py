@@ -31,6 +31,7 @@ from dotdo.dsl.python.do import DO
 from dotdo.engine.allowlist import check_allow_list
 from dotdo.engine.engine import Engine
 from dotdo.engine.ids import check_id
+from dotdo.engine.store.location import locate
 from dotdo.errors import DotdoError
 
 __all__ = [
@@ -210,9 +211,13 @@ def app_option(help: str, *, required: bool = False) -> Callable[[_F], _F]:
     return both
 
 
+Db = Path | str
+"""Where the store is: an SQLite file, or a postgresql:// URL (kept as text)."""
+
+
 @contextlib.asynccontextmanager
 async def opened(
-    db: Path,
+    db: Db,
     *targets: Any,
     existing: bool = False,
     read_only: bool = False,
@@ -220,7 +225,7 @@ async def opened(
     """`async with engine`, except that a failing open (a run that cannot be resumed, a bad
     store) still closes what it started; otherwise its SQLite threads keep the process alive.
     `read_only` opens the file `mode=ro`: the engine reads and never writes."""
-    if (existing or read_only) and not db.exists():
+    if (existing or read_only) and isinstance(db, Path) and not db.exists():
         raise CliError(f"no dotdo database at {db} (set --db or DOTDO_DB)")
     engine = Engine(db, read_only=read_only, flow_modules=allowed_modules()).register(*targets)
     try:
@@ -233,19 +238,26 @@ async def opened(
 def db_option(on_group: bool = False) -> Callable[[_F], _F]:
     """`--db` before or after the command name; the innermost one given wins."""
 
-    def remember(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
-        if value is not None:
-            ctx.meta["dotdo.db"] = value
+    def remember(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value is None:
+            return
+        try:
+            where = locate(value)
+        except DotdoError as exc:
+            raise click.BadParameter(str(exc)) from None
+        if where.backend == "sqlite" and Path(where.target).is_dir():
+            raise click.BadParameter(f"{where.target} is a directory, not a database file")
+        ctx.meta["dotdo.db"] = Path(where.target) if where.backend == "sqlite" else where.target
 
     return click.option(
         "--db",
-        type=click.Path(dir_okay=False, path_type=Path),
+        metavar="FILE|URL",
         envvar="DOTDO_DB" if on_group else None,
-        default=Path("dotdo.db") if on_group else None,
+        default="dotdo.db" if on_group else None,
         show_default=on_group,
         expose_value=False,
         callback=remember,
-        help="SQLite file of the store (env DOTDO_DB).",
+        help="SQLite file or postgresql://user@host/db URL of the store (env DOTDO_DB).",
     )
 
 
@@ -278,6 +290,6 @@ def allowed_modules() -> tuple[str, ...]:
     return tuple(ctx.meta.get("dotdo.allow", ())) if ctx is not None else ()
 
 
-def selected_db() -> Path:
-    db: Path = click.get_current_context().meta["dotdo.db"]
+def selected_db() -> Db:
+    db: Db = click.get_current_context().meta["dotdo.db"]
     return db

@@ -16,6 +16,7 @@ from dotdo.cli.common import (
     FAILURE,
     USAGE,
     CliError,
+    Db,
     allow_option,
     checked_id,
     cwd_importable,
@@ -100,7 +101,7 @@ def _graph_of(target: str, flow_modules: tuple[str, ...]) -> Graph | Diagram:
     return graph
 
 
-async def _overlay(db: Path, run_id: str) -> tuple[Graph, Overlay]:
+async def _overlay(db: Db, run_id: str) -> tuple[Graph, Overlay]:
     """The run's pinned graph and how far it got, read from the store."""
     checked_id(run_id)
     async with opened(db, read_only=True) as engine:
@@ -115,7 +116,7 @@ async def _overlay(db: Path, run_id: str) -> tuple[Graph, Overlay]:
 
 
 async def _render(
-    db: Path, target: str, out: Path, run_id: str | None, flow_modules: tuple[str, ...]
+    db: Db, target: str, out: Path, run_id: str | None, flow_modules: tuple[str, ...]
 ) -> int:
     if out.suffix.lower() not in _FORMATS:
         raise CliError(f"unknown diagram format {out.suffix!r}: use {', '.join(_FORMATS)}", USAGE)

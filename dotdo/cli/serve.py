@@ -7,16 +7,22 @@ other than loopback (`--host 0.0.0.0`) without a token of at least 16 characters
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from dotdo.cli.common import USAGE, CliError, db_option, execute, import_module, selected_db
+from dotdo.cli.common import (
+    USAGE,
+    CliError,
+    Db,
+    db_option,
+    execute,
+    import_module,
+    selected_db,
+)
 
 __all__ = ["serve"]
 
 
-async def _serve(db: Path, apps: list[str], host: str, port: int, token: str | None) -> int:
+async def _serve(db: Db, apps: list[str], host: str, port: int, token: str | None) -> int:
     from dotdo.entities.server import check_bind, serve_async
     from dotdo.errors import EntityError
 

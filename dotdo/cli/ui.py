@@ -7,17 +7,24 @@ worker. Binding beyond loopback is refused while the database has no user.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from dotdo.cli.common import USAGE, CliError, app_option, db_option, execute, load_apps, selected_db
+from dotdo.cli.common import (
+    USAGE,
+    CliError,
+    Db,
+    app_option,
+    db_option,
+    execute,
+    load_apps,
+    selected_db,
+)
 
 __all__ = ["ui"]
 
 
 async def _ui(
-    db: Path, apps: list[str], host: str, port: int, trust_header: str | None, url: str | None
+    db: Db, apps: list[str], host: str, port: int, trust_header: str | None, url: str | None
 ) -> int:
     import uvicorn
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import click
 
-from dotdo.cli.common import USAGE, CliError, db_option, execute, opened, selected_db
+from dotdo.cli.common import USAGE, CliError, Db, db_option, execute, opened, selected_db
 from dotdo.cli.output import console
 from dotdo.engine import people
 
@@ -28,7 +27,7 @@ def _name(value: str, what: str) -> str:
 
 
 async def _add(
-    db: Path, name: str, role: str, names: list[str], password: str | None, token: bool
+    db: Db, name: str, role: str, names: list[str], password: str | None, token: bool
 ) -> int:
     _name(name, "user name")
     for n in names:
@@ -49,7 +48,7 @@ async def _add(
     return 0
 
 
-async def _remove(db: Path, name: str) -> int:
+async def _remove(db: Db, name: str) -> int:
     async with opened(db, existing=True) as engine:
         if not await people.remove_user(engine.store, name):
             raise CliError(f"no user named {name!r}")
@@ -57,7 +56,7 @@ async def _remove(db: Path, name: str) -> int:
     return 0
 
 
-async def _list(db: Path) -> int:
+async def _list(db: Db) -> int:
     async with opened(db, existing=True, read_only=True) as engine:
         found = await people.list_users(engine.store)
     if not found:

@@ -9,7 +9,6 @@ delivers its event here and drives the runs it wakes or starts.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -18,6 +17,7 @@ from rich.table import Table
 from dotdo.cli.common import (
     USAGE,
     CliError,
+    Db,
     app_option,
     checked_id,
     db_option,
@@ -53,7 +53,7 @@ def _approver(value: str) -> str:
 
 
 async def _decide(
-    db: Path, approval_id: str, by: str, reason: str | None, comment: str | None, apps: list[str]
+    db: Db, approval_id: str, by: str, reason: str | None, comment: str | None, apps: list[str]
 ) -> int:
     _approval_id(approval_id)
     _approver(by)
@@ -97,7 +97,7 @@ def _decision_line(approval: Approval, by: str) -> str:
     return f"approval {approval.id} approved by {by}"
 
 
-async def _list(db: Path, approver: str | None, status: str) -> int:
+async def _list(db: Db, approver: str | None, status: str) -> int:
     async with opened(db, read_only=True) as engine:
         found = await engine.approvals(
             approver=approver, status=None if status == "all" else status
@@ -120,7 +120,7 @@ async def _list(db: Path, approver: str | None, status: str) -> int:
     return 0
 
 
-async def _send(db: Path, name: str, data: str | None, apps: list[str]) -> int:
+async def _send(db: Db, name: str, data: str | None, apps: list[str]) -> int:
     payload: Any = parse_json(data, "--data") if data is not None else None
     targets = load_apps(apps)
     async with opened(db, *targets) as engine:

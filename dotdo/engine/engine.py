@@ -40,11 +40,13 @@ from dotdo.engine.state import bind_inputs, decode_state, encode_state
 from dotdo.engine.store.errors import is_read_only_refusal
 from dotdo.engine.store.factory import make_store
 from dotdo.engine.store.interface import (
+    ChangeFeed,
     JournalRow,
     Store,
     StoredRun,
     StoreOptions,
 )
+from dotdo.engine.store.location import locate
 from dotdo.engine.timers import Timers
 from dotdo.engine.trust import (
     check_mac,
@@ -72,12 +74,17 @@ __all__ = ["Engine", "FaultHook", "RunHandle"]
 
 log = logging.getLogger("dotdo.engine")
 
+FEED_POLL_SECONDS = 5.0
+"""The fallback poll of an idle loop while the store's change feed is up."""
+
 
 class Engine:
-    """An embedded durable-workflow engine over one SQLite file.
+    """An embedded durable-workflow engine over one SQLite file or a PostgreSQL database.
 
-    `Engine()` uses ./dotdo.db. Register DO classes, then `async with engine:` opens the store,
-    recovers unfinished runs and runs timers until the block ends.
+    `Engine()` uses ./dotdo.db; `Engine("postgresql://user@host/db")` a PostgreSQL database
+    that many worker processes on many machines can share (docs/scaling.md). Register DO
+    classes, then `async with engine:` opens the store, recovers unfinished runs and runs
+    timers until the block ends.
 
     `secret` (default: $DOTDO_SECRET) signs the graphs this engine stores and makes it refuse
     stored graphs without a valid signature (docs/security.md). `read_only=True` opens the
@@ -109,7 +116,12 @@ class Engine:
         self.flow_modules = check_allow_list(flow_modules or (), "Engine(flow_modules=...)")
         self.loop_budget = loop_budget
         self.busy_timeout = busy_timeout
-        self.path = Path(path)
+        self.location = locate(path)  # an unknown URL scheme is refused here, at once
+        self.path: Path | str = (
+            Path(self.location.target)
+            if self.location.backend == "sqlite"
+            else self.location.display
+        )
         self.synchronous = synchronous
         self.lease_seconds = lease_seconds
         self.clock = clock or SystemClock()
@@ -250,7 +262,7 @@ class Engine:
 
     async def open(self) -> None:
         self._store = make_store(
-            self.path,
+            self.location.target,
             StoreOptions(
                 owner=self.owner,
                 synchronous=self.synchronous,
@@ -280,6 +292,8 @@ class Engine:
             if is_read_only_refusal(exc):
                 raise StoreError(f"{self.path} is read-only: {exc}") from None
             raise
+        if isinstance(self._store, ChangeFeed):
+            self._store.watch(self._kick.set)
         self._background = [
             asyncio.create_task(self.timers.timer_loop(), name="dotdo-timers"),
             asyncio.create_task(self.timers.lease_loop(), name="dotdo-leases"),
@@ -496,6 +510,15 @@ class Engine:
             self.driver.checkpoint(run, "waiting", wake_at=wake_at, release=True)
         )
         self._kick.set()
+
+    def idle_poll(self) -> float:
+        """How long an idle loop waits before looking again: `poll_seconds`, or, while the
+        store's change feed is up (it wakes the loop on every change), FEED_POLL_SECONDS:
+        then an idle worker asks its database less than once a second."""
+        store = self._store
+        if isinstance(store, ChangeFeed) and store.listening:
+            return max(self.poll_seconds, FEED_POLL_SECONDS)
+        return self.poll_seconds
 
     # ---------------------------------------------------------------- queries
     async def get_run(self, run_id: str) -> RunInfo:

@@ -75,6 +75,10 @@ class Shell(Protocol):
     @property
     def store(self) -> Store: ...
 
+    def idle_poll(self) -> float:
+        """How long an idle background loop waits before looking again."""
+        ...
+
     async def _resume(self, run_id: str) -> None:
         """Load a run this engine holds and drive it."""
         ...

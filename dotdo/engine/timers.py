@@ -56,7 +56,10 @@ class Timers:
         outage = Outage("timer loop")
         while not self.shell._closing:
             self.shell._kick.clear()
-            delay = self.shell.poll_seconds
+            # Never sleep past the next orphan scan: a dead worker's runs must move when its
+            # leases expire, not when the (slow, feed-backed) idle poll comes round.
+            scan_in = last_scan + self.shell.lease_seconds / 2 - time.monotonic()
+            delay = min(self.shell.idle_poll(), max(scan_in, 0.0))
             try:
                 if time.monotonic() - last_scan >= self.shell.lease_seconds / 2:
                     last_scan = time.monotonic()

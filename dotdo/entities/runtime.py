@@ -38,7 +38,14 @@ from dotdo.engine import serde
 from dotdo.engine.context import StepContext, current_step
 from dotdo.engine.engine import Engine
 from dotdo.engine.faults import Outage
-from dotdo.engine.store.interface import FINISHED, EntitySend, Lease, PendingSend, Store
+from dotdo.engine.store.interface import (
+    FINISHED,
+    ChangeFeed,
+    EntitySend,
+    Lease,
+    PendingSend,
+    Store,
+)
 from dotdo.entities.host import EntityHost, _digest
 from dotdo.entities.identity import qualified
 from dotdo.entities.messages import (
@@ -349,6 +356,10 @@ class Entities:
         wake = self._wake
         assert wake is not None
         outage = Outage("entity outbox dispatch")  # store faults: logged once, by the store
+        store = self.engine.store
+        feed = store if isinstance(store, ChangeFeed) else None
+        if feed is not None:
+            feed.watch(wake.set)  # a send queued by another worker wakes this loop at once
         try:
             while self._engine_open():
                 waiting, pause = 0, 0.0
@@ -363,11 +374,16 @@ class Entities:
                     if not self._engine_open():  # a simulated crash of the engine
                         break
                     raise
-                wait = 0.01 if waiting else max(self.poll_seconds, pause)
+                idle = self.poll_seconds
+                if feed is not None and feed.listening:
+                    idle = max(idle, self.engine.idle_poll())
+                wait = 0.01 if waiting else max(idle, pause)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), wait)
                 wake.clear()
         finally:
+            if feed is not None:
+                feed.unwatch(wake.set)
             await self._close_routes()
 
     async def _close_routes(self) -> None:

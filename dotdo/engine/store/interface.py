@@ -75,6 +75,7 @@ __all__ = [
     "AppliedCall",
     "ApprovalChange",
     "CallRecord",
+    "ChangeFeed",
     "Checkpoint",
     "ClaimRequest",
     "CommitOutcome",
@@ -437,6 +438,24 @@ class Store(Protocol):
         """Mark a single-use nonce (a signed link's) spent until `expires_at`; False when
         it was spent before (a replay). Forgets nonces whose expiry passed."""
         ...
+
+
+@runtime_checkable
+class ChangeFeed(Protocol):
+    """A store that tells its engine at once when another process changed something the
+    engine may act on: a run made due or released, an event, an entity send (PostgreSQL:
+    LISTEN/NOTIFY, sent inside the committing transaction). While `listening`, the engine
+    polls only as a slow fallback; without a feed (or while it is down) it polls every
+    `poll_seconds`."""
+
+    listening: bool
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (from the event loop) on every change notification, and once
+        whenever the feed (re)connects (changes may have been missed while it was down)."""
+        ...
+
+    def unwatch(self, callback: Callable[[], None]) -> None: ...
 
 
 @dataclass(frozen=True)
