@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench graphviz postgres clean
+.PHONY: demo test lint typecheck bench graphviz chromium screenshots postgres clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,6 +18,17 @@ graphviz:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null) || echo "note: could not install graphviz; SVG/PNG rendering disabled"; \
 	  else echo "note: install Graphviz (the 'dot' binary) for SVG/PNG rendering"; fi; }
+
+# Debian's Chromium drives the console's browser tests (Playwright cannot download its own).
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "note: could not install chromium; the console's browser tests skip outside CI"; \
+	  else echo "note: install chromium (/usr/bin/chromium) for the console's browser tests"; fi; }
+
+# The console's screenshots in docs/console/, taken by its browser tests.
+screenshots: $(STAMP) chromium
+	DOTDO_SCREENSHOTS=1 $(BIN)/pytest -q tests/console/test_console_browser.py
 
 # The PostgreSQL suites need a server at $$DOTDO_TEST_PG (default 127.0.0.1:5432): start an
 # installed cluster, or install one when root. Never fails here: tests/conftest.py skips
@@ -33,7 +44,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) graphviz postgres lint typecheck
+test: $(STAMP) graphviz chromium postgres lint typecheck
 	$(BIN)/pytest -q
 
 demo: $(STAMP) graphviz

@@ -480,8 +480,13 @@ class Player:
             self.times.append(self.clock.now())
         elif kind == "send":
             tag = f"x{i}"
-            rows = await engine.store.fetch("SELECT data FROM outbox WHERE run_id IS NULL")
-            if all(serde.loads(r["data"])["tag"] != tag for r in rows):  # a retry: not twice
+            # Its own sends (the engine's Approval.* events have no run id either).
+            mine = [
+                e.data
+                for e in await engine.store.sent_events()
+                if e.run_id is None and not e.name.startswith("Approval.")
+            ]
+            if all(serde.loads(d)["tag"] != tag for d in mine):  # a retry: not twice
                 await engine.send(EVENTS[action[1]], {"tag": tag, "k": action[2], "v": i})
         elif kind == "decide":
             return await self.decide(engine, f"d{i}", action[1])

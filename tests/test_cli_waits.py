@@ -120,3 +120,25 @@ def test_a_decision_without_app_leaves_the_run_due_for_a_worker(db: Path) -> Non
     other = dotdo(db, "approve", "po-6/po_approval", "--as", "director", "--app", "cli_app.shop")
     assert other.returncode == 0, other.stderr
     assert "run po-6 is due (it is not in --app)" in other.stdout
+
+
+def test_a_group_member_lists_and_decides_the_groups_approvals(db: Path) -> None:
+    """`--as mia`, a console user acting as "manager", lists and decides what waits on
+    manager; someone outside the group still sees nothing and is refused."""
+    start(db, "po-g")
+    start(db, "po-h")
+    added = dotdo(db, "users", "add", "mia", "--as", "manager", "--no-password")
+    assert added.returncode == 0, added.stderr
+    assert dotdo(db, "users", "add", "zed", "--as", "ops", "--no-password").returncode == 0
+    listed = dotdo(db, "approvals", "--as", "mia")
+    assert "po-g/po_approval" in listed.stdout and "po-h/po_approval" in listed.stdout
+    assert listed.stdout.index("po-g/po_approval") < listed.stdout.index("po-h/po_approval")
+    assert "no approvals" in dotdo(db, "approvals", "--as", "zed").stdout
+    refused = dotdo(db, "approve", "po-g/po_approval", "--as", "zed")
+    assert refused.returncode == 1 and "waits on 'manager'" in refused.stderr
+    decided = dotdo(db, "approve", "po-g/po_approval", "--as", "mia")
+    assert decided.returncode == 0, decided.stderr
+    assert "now waits on director" in decided.stdout
+    assert "po-g/po_approval" not in dotdo(db, "approvals", "--as", "mia").stdout
+    every = dotdo(db, "approvals", "--as", "mia", "--status", "all")
+    assert "po-g/po_approval" in every.stdout and "po-h/po_approval" in every.stdout

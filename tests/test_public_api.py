@@ -124,6 +124,7 @@ def test_every_public_error_lives_in_errors_and_names_its_public_home() -> None:
     internal = {
         "dotdo.cli.common.CliError",  # one line on stderr and an exit code
         "dotdo.dsl.flow.grammar.BadIndent",  # a positioned Diagnostic of the parser
+        "dotdo.console.state.Refused",  # an HTTP error page or JSON error of the console
     }
     assert defined == internal, f"errors defined outside dotdo/errors.py: {sorted(defined)}"
     for name in dotdo.errors.__all__:

@@ -53,7 +53,9 @@ from dotdo.cli.output import (
     to_json,
 )
 from dotdo.cli.serve import serve
+from dotdo.cli.ui import ui
 from dotdo.cli.upgrade import upgrade
+from dotdo.cli.users import users
 from dotdo.cli.waits import approvals, approve, reject, send
 from dotdo.dsl.python.decorators import WorkflowDef
 from dotdo.dsl.python.do import DO
@@ -328,7 +330,19 @@ def worker(apps: tuple[str, ...], ops: WorkerOps) -> None:
     execute(_worker(selected_db(), list(apps), ops))
 
 
-for _command in (approvals, approve, reject, send, check, fmt, render_command, serve, db):
+for _command in (
+    approvals,
+    approve,
+    reject,
+    send,
+    check,
+    fmt,
+    render_command,
+    serve,
+    db,
+    ui,
+    users,
+):
     cli.add_command(_command)
 for _command in (retry, prune, export, upgrade, diff):
     cli.add_command(_command)

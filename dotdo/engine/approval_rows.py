@@ -16,11 +16,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from dotdo.engine import serde
 from dotdo.engine.interpreter import Suspend
 from dotdo.engine.models import Approval, request_fields
 from dotdo.engine.records import readable
 
-__all__ = ["as_seen", "is_expired", "new_approval", "parse_approval"]
+__all__ = [
+    "approval_event",
+    "as_seen",
+    "is_expired",
+    "new_approval",
+    "parse_approval",
+]
 
 
 def _time(value: float | None) -> datetime | None:
@@ -67,3 +74,28 @@ def as_seen(approval: Approval, now: float) -> Approval:
     if is_expired(approval, now):
         return approval.model_copy(update={"status": "expired"})
     return approval
+
+
+def approval_event(name: str, approval: Approval) -> tuple[str, str]:
+    """The event announcing an approval (`Approval.requested` / `Approval.decided`) as
+    (name, JSON data), which the store writes in the transaction that stores the approval,
+    so an `@on` handler can mail or post a link. It is the engine's event, not the run's:
+    its run id is in the data, not the outbox row's run id."""
+    last = approval.decisions[-1] if approval.decisions else None
+    data = {
+        "approval_id": approval.id,
+        "run_id": approval.run_id,
+        "status": approval.status,
+        "type": approval.type,
+        "title": approval.title,
+        "amount": approval.amount,
+        "requested_by": approval.requested_by,
+        "approvers": list(approval.approvers),
+        "waiting_on": approval.waiting_on,
+        "priority": approval.priority,
+        "deadline": approval.deadline.isoformat() if approval.deadline else None,
+        "decided_by": last.by if last else None,
+        "decided_user": last.user if last else None,
+        "comment": last.comment if last else None,
+    }
+    return name, serde.dumps(data)

@@ -12,9 +12,20 @@ from typing import Any
 
 from dotdo.engine.models import CascadeResult
 
-__all__ = ["HUMAN", "conclude", "read_answer", "run_cascade_plain"]
+__all__ = ["HUMAN", "conclude", "human_reviewers", "read_answer", "run_cascade_plain"]
 
 HUMAN = "human"
+
+
+def human_reviewers(value: Any) -> list[str]:
+    """Who answers the human tier: `"human": "finance"` or `"human": ["ana", "finance"]`
+    names reviewers or groups (as `approvers=` does; a chain decides in order); anything
+    else (`lambda: None`, the usual placeholder) waits on the approver name "human"."""
+    if isinstance(value, str) and value:
+        return [value]
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str) and v for v in value):
+        return list(value)
+    return [HUMAN]
 
 
 def read_answer(raw: Any) -> tuple[Any, float]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterable
@@ -30,8 +31,10 @@ from dotdo.engine.handle import RunHandle
 from dotdo.engine.ids import check_id
 from dotdo.engine.interpreter import Event, Resume, RunState, TimerFired
 from dotdo.engine.leases import new_owner, release_owner
+from dotdo.engine.links import link_url, sign_link
 from dotdo.engine.models import Approval
 from dotdo.engine.operating import Operations
+from dotdo.engine.people import console_key
 from dotdo.engine.records import RunInfo, StepRecord
 from dotdo.engine.starts import NewRun, check_same, rows_of
 from dotdo.engine.state import bind_inputs, decode_state, encode_state
@@ -61,6 +64,7 @@ from dotdo.engine.upgrade_check import UpgradeReport
 from dotdo.engine.waits import Waits
 from dotdo.engine.workflow import Workflow, workflows_of
 from dotdo.errors import (
+    ApprovalError,
     DotdoError,
     GraphIntegrityError,
     LeaseLost,
@@ -204,14 +208,24 @@ class Engine:
 
     # --------------------------------------------------------- approvals, events
     async def approve(
-        self, approval_id: str, *, by: str, comment: str | None = None, value: Any = None
+        self,
+        approval_id: str,
+        *,
+        by: str,
+        comment: str | None = None,
+        value: Any = None,
+        user: str | None = None,
     ) -> Approval:
-        """Record `by`'s approval; the last approver of a chain settles it and wakes the run."""
-        return await self.waits.approve(approval_id, by=by, comment=comment, value=value)
+        """Record `by`'s approval; the last approver of a chain settles it and wakes the run.
+        `by` is the approver whose turn it is, or a console user in the group it waits on;
+        `user` names the person deciding for `by` (the console's signed-in user)."""
+        return await self.waits.approve(approval_id, by=by, comment=comment, value=value, user=user)
 
-    async def reject(self, approval_id: str, *, by: str, reason: str) -> Approval:
+    async def reject(
+        self, approval_id: str, *, by: str, reason: str, user: str | None = None
+    ) -> Approval:
         """Reject with a reason; a rejection at any level ends the chain."""
-        return await self.waits.reject(approval_id, by=by, reason=reason)
+        return await self.waits.reject(approval_id, by=by, reason=reason, user=user)
 
     async def get_approval(self, approval_id: str, *, missing_ok: bool = False) -> Any:
         """An approval as of now: pending past its deadline reads as expired."""
@@ -579,6 +593,29 @@ class Engine:
     async def outbox(self, run_id: str | None = None) -> list[tuple[str, Any]]:
         """Events sent by runs (all, or one run's), in the order they were written."""
         return [(e.name, serde.loads(e.data)) for e in await self.store.sent_events(run_id)]
+
+    async def approval_link(
+        self,
+        approval_id: str,
+        approver: str,
+        *,
+        base_url: str | None = None,
+        ttl: timedelta = timedelta(days=3),
+    ) -> str:
+        """A URL that opens this approval's decision page in the console (`dotdo ui`) for
+        `approver`, without a password, once, until `ttl` passes. The decision is still a
+        POST there, so a mail client's link preview cannot decide. `base_url` defaults to
+        $DOTDO_CONSOLE_URL, else http://127.0.0.1:8080."""
+        approval = await self.get_approval(approval_id)
+        if approver not in approval.approvers:
+            raise ApprovalError(
+                f"{approver!r} is not an approver of {approval_id!r} "
+                f"(approvers: {', '.join(approval.approvers)})"
+            )
+        key = await console_key(self.store)
+        token = sign_link(key, approval_id, approver, self.clock.now() + ttl.total_seconds())
+        base = base_url or os.environ.get("DOTDO_CONSOLE_URL") or "http://127.0.0.1:8080"
+        return link_url(base, token)
 
     async def cancel(self, run_id: str) -> RunInfo:
         """Cancel a run: at once if no one is advancing it, else at its next boundary."""

@@ -34,7 +34,7 @@ from dotdo.compiler.ir import (
     WaitEventNode,
 )
 from dotdo.engine import serde
-from dotdo.engine.cascade import HUMAN, conclude, read_answer
+from dotdo.engine.cascade import HUMAN, conclude, human_reviewers, read_answer
 from dotdo.engine.triggers import check_event_name
 from dotdo.errors import (
     CompensationFailed,
@@ -443,7 +443,7 @@ def _cascade_next(
         request = {
             "type": "cascade",
             "title": str(task),
-            "approvers": [HUMAN],
+            "approvers": human_reviewers(fn),
             "extra": {"candidates": [list(c) for c in progress["candidates"]]},
         }
         return Transition(state, Suspend(f"{key}:{tier}", "approval", request), sends)

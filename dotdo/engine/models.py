@@ -30,6 +30,9 @@ class Decision(BaseModel):
     comment: str | None = None
     value: Any = None
     """For a cascade's human tier: the answer the human gave."""
+    user: str | None = None
+    """The person who decided, when not `by` itself: a member of the group `by` names, or
+    the console user signed in as `by`."""
 
 
 class Approval(BaseModel):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from dotdo.compiler.ir import ApprovalNode, CascadeNode, WaitEventNode
 from dotdo.engine import serde
 from dotdo.engine.approval_rows import (
+    approval_event,
     as_seen,
     is_expired,
     new_approval,
@@ -95,6 +96,7 @@ class Waits:
                 approver=approval.approvers[0],
                 deadline=command.until,
                 body=serde.dumps(approval),
+                event=approval_event("Approval.requested", approval),
             )
         else:
             name = check_event_name(command.request["event"])
@@ -116,6 +118,8 @@ class Waits:
                         return None
                 return self._resolved(run, command.key, _event(found))
         await self.shell.driver.commit(run, t, journal, sends, approval=row)
+        if row is not None:
+            self.shell._kick.set()  # deliver Approval.requested to `@on` handlers
         if command.kind == "event":  # hibernated: a retry from the checkpoint would not poke
             await self.shell.retries.persist(lambda: self._poke(run.run_id, command.key))
         return None
@@ -217,21 +221,29 @@ class Waits:
     async def approvals(
         self, *, approver: str | None = None, status: str | None = "pending", limit: int = 100
     ) -> list[Approval]:
-        """Approvals, oldest first. With `approver` and pending status: those waiting on them.
+        """Approvals, oldest first. With `approver`: those waiting on them (pending) or naming
+        them (other statuses), counting the groups a console user `approver` is a member of.
         Status is as of now: a pending approval past its deadline is listed as expired."""
         now = self.shell.clock.now()
+        names = [approver] if approver else []
+        if approver and (member := await self.shell.store.user(approver)) is not None:
+            names += [n for n in member.names if n != approver]
         by_membership = bool(approver) and status != "pending"
-        rows = await self.shell.store.list_approvals(
-            status=status,
-            approver=approver if status == "pending" else None,
-            now=now,
-            limit=-1 if by_membership else limit,
-        )
-        found = [parse_approval(r.body) for r in rows]
+        rows = []
+        for name in names if status == "pending" and names else [None]:
+            rows += await self.shell.store.list_approvals(
+                status=status,
+                approver=name,
+                now=now,
+                limit=-1 if by_membership else limit,
+            )
+        found = [parse_approval(r.body) for r in {r.id: r for r in rows}.values()]
         out = [as_seen(a, now) for a in found if a is not None]
         if by_membership:
-            out = [a for a in out if approver in a.approvers][:limit]
-        return out
+            out = [a for a in out if any(n in a.approvers for n in names)]
+        if len(names) > 1:
+            out.sort(key=lambda a: (a.created_at or datetime.min.replace(tzinfo=UTC), a.id))
+        return out if limit < 0 else out[:limit]
 
     async def withdraw_approvals(self, run_id: str) -> None:
         """A cancelled run's pending approvals are withdrawn: nobody can decide them now."""
@@ -249,21 +261,38 @@ class Waits:
         )
 
     async def approve(
-        self, approval_id: str, *, by: str, comment: str | None = None, value: Any = None
+        self,
+        approval_id: str,
+        *,
+        by: str,
+        comment: str | None = None,
+        value: Any = None,
+        user: str | None = None,
     ) -> Approval:
-        """Record `by`'s approval; the last approver of a chain settles it and wakes the run."""
-        return await self._decide(approval_id, by, "approved", comment, value)
+        """Record `by`'s approval; the last approver of a chain settles it and wakes the run.
+        `by` is the approver whose turn it is, or a user who is a member of that group."""
+        return await self._decide(approval_id, by, "approved", comment, value, user)
 
-    async def reject(self, approval_id: str, *, by: str, reason: str) -> Approval:
+    async def reject(
+        self, approval_id: str, *, by: str, reason: str, user: str | None = None
+    ) -> Approval:
         """Reject with a reason; a rejection at any level ends the chain."""
-        if not reason:
+        if not reason or not reason.strip():
             raise ApprovalError("a rejection needs a reason")
-        return await self._decide(approval_id, by, "rejected", reason, None)
+        return await self._decide(approval_id, by, "rejected", reason, None, user)
 
     async def _decide(
-        self, approval_id: str, by: str, decision: str, comment: str | None, value: Any
+        self,
+        approval_id: str,
+        by: str,
+        decision: str,
+        comment: str | None,
+        value: Any,
+        user: str | None = None,
     ) -> Approval:
         now = self.shell.clock.now()
+        member = await self.shell.store.user(by)  # `by` may be a user in the group it waits on
+        groups = member.names if member is not None else ()
 
         def decide(body: str | None) -> tuple[ApprovalChange, Approval]:
             if body is None:
@@ -280,17 +309,21 @@ class Waits:
             if approval.status != "pending":
                 raise ApprovalError(f"approval {approval_id!r} is already {approval.status}")
             turn = approval.approvers[approval.level]
+            who = user
             if by != turn:
-                raise ApprovalError(
-                    f"{by!r} may not decide approval {approval_id!r}: it waits on {turn!r}"
-                )
+                if turn not in groups:
+                    raise ApprovalError(
+                        f"{by!r} may not decide approval {approval_id!r}: it waits on {turn!r}"
+                    )
+                who = by  # a member of the group `turn` names: the decision records who
             approval.decisions.append(
                 Decision(
-                    by=by,
+                    by=turn,
                     at=datetime.fromtimestamp(now, UTC),
                     decision=decision,  # type: ignore[arg-type]
                     comment=comment,
                     value=value,
+                    user=who,
                 )
             )
             if decision == "rejected":
@@ -304,15 +337,15 @@ class Waits:
                 approver=approval.waiting_on,
                 body=serde.dumps(approval),
                 wake=approval.status != "pending",
+                event=approval_event("Approval.decided", approval),
             )
             return change, approval
 
         waker = self._waker()
         approval, lease = await self.shell.store.decide_approval(approval_id, decide, waker)
+        self.shell._kick.set()  # deliver Approval.decided (and wake a run held elsewhere)
         if lease is not None:
             await self.shell._resume(approval.run_id)
-        elif approval.status != "pending":
-            self.shell._kick.set()
         return approval
 
     # ------------------------------------------------------------------ events

@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, TypeVar, runtime_checkable
 
+from dotdo.engine.store.console_rows import PRIORITY_ORDER, RunFilter, StoredUser
 from dotdo.engine.store.op_rows import (
     REUSED,
     HistoryEntry,
@@ -79,6 +80,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ACTIVE",
     "FINISHED",
+    "PRIORITY_ORDER",
     "REUSED",
     "AppliedCall",
     "ApprovalChange",
@@ -98,6 +100,7 @@ __all__ = [
     "Repin",
     "RetryToCreate",
     "RunExport",
+    "RunFilter",
     "RunToCreate",
     "SendRecord",
     "StartOutcome",
@@ -110,6 +113,7 @@ __all__ = [
     "StoredRun",
     "StoredSchedule",
     "StoredStep",
+    "StoredUser",
     "StoredWait",
     "UnfinishedRun",
     "Waker",
@@ -450,6 +454,68 @@ class Store(Protocol):
 
     async def graph_hashes(self, name: str, limit: int) -> list[str]:
         """The hashes of graphs stored for a workflow graph `name`, newest first."""
+
+    # ------------------------------------------------------------ console reads
+    async def inbox(
+        self, names: Sequence[str], *, now: float, kind: str | None, limit: int
+    ) -> list[StoredApproval]:
+        """Approvals pending on any of `names` and not past their deadline (of type `kind`
+        if given): most urgent first (`PRIORITY_ORDER`), then by deadline (none last), then
+        oldest. Reads only those names' pending rows (an index), however many approvals."""
+        ...
+
+    async def run_approvals(self, run_id: str) -> list[StoredApproval]:
+        """All of a run's approvals, whatever their status, oldest first."""
+        ...
+
+    async def runs_page(
+        self, filters: RunFilter, *, after: tuple[float, str] | None, limit: int
+    ) -> list[StoredRun]:
+        """One page of runs, newest first (ties by run id): `after` is the (created_at,
+        run_id) of the previous page's last row (a keyset: no OFFSET, fast at any depth).
+        Returns up to `limit + 1` runs; one more than `limit` says there is a next page."""
+        ...
+
+    async def status_counts(self, workflow: str | None) -> dict[str, int]:
+        """How many runs (of `workflow`, if given) have each status."""
+        ...
+
+    async def schedules(self) -> list[StoredSchedule]:
+        """Every schedule cursor, by name."""
+        ...
+
+    # ------------------------------------------------------------------- people
+    async def put_user(self, user: StoredUser, now: float) -> None:
+        """Create or replace a user with exactly `user.names`, in one transaction; a None
+        password keeps the one stored (a new user then has none)."""
+        ...
+
+    async def remove_user(self, name: str) -> bool:
+        """Remove a user with their names and tokens; False when there was none."""
+        ...
+
+    async def user(self, name: str) -> StoredUser | None: ...
+
+    async def user_by_token(self, digest: str) -> StoredUser | None:
+        """The user holding the API token with this digest (tokens are stored as digests)."""
+        ...
+
+    async def users(self) -> list[StoredUser]:
+        """Every user, by name."""
+        ...
+
+    async def add_token(self, digest: str, user: str, now: float) -> None:
+        """Store an API token's digest for `user`."""
+        ...
+
+    async def meta_default(self, key: str, value: str) -> str:
+        """The value kept under `key`, storing `value` first when there is none (atomic:
+        processes racing to make it all get the one stored)."""
+        ...
+
+    async def spend_nonce(self, nonce: str, now: float, expires_at: float) -> bool:
+        """Mark a single-use nonce (a signed link's) spent until `expires_at`; False when
+        it was spent before (a replay). Forgets nonces whose expiry passed."""
         ...
 
 

@@ -112,6 +112,9 @@ class NewApproval:
     deadline: float | None
     body: str
     """The whole approval, serde JSON."""
+    event: tuple[str, str] | None = None
+    """An engine event announcing it (name, JSON data: `Approval.requested`), written to the
+    outbox with no run id in the same transaction, only when the approval row is new."""
 
 
 @dataclass(frozen=True)
@@ -276,6 +279,9 @@ class ApprovalChange:
     approver: str | None
     body: str
     wake: bool = False
+    event: tuple[str, str] | None = None
+    """An engine event announcing the decision (name, JSON data: `Approval.decided`),
+    written to the outbox with no run id in the same transaction."""
 
 
 # ------------------------------------------------------------------------- schedules

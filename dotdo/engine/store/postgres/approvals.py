@@ -138,10 +138,17 @@ async def decide_approval(
             waker.now,
             approval_id,
         )
+        if change.event is not None:
+            await conn.execute(
+                "INSERT INTO outbox(run_id, event, data, created_at) "
+                "VALUES (NULL, $1, $2::json, $3)",
+                *change.event,
+                waker.now,
+            )
         lease = await wake(conn, db, row[0], waker) if change.wake else None
         return answer, lease
 
-    return await db.write(job)
+    return await db.write(job, notify=True, events=True)
 
 
 # ------------------------------------------------------------------------- schedules

@@ -14,7 +14,7 @@ import asyncpg
 
 from dotdo.engine.store.interface import Checkpoint
 
-__all__ = ["needs_notify", "write_checkpoints"]
+__all__ = ["announces", "needs_notify", "write_checkpoints"]
 
 _UPDATE = """
 UPDATE runs AS r SET status = c.status, node = c.node, state = c.state::json,
@@ -50,6 +50,15 @@ SELECT id, run_id, 'pending', approver, deadline, body::json, now, now
 FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::float8[])
     AS a(id, run_id, approver, deadline, body, now)
 ON CONFLICT (id) DO NOTHING
+"""
+
+_APPROVAL_EVENTS = """
+INSERT INTO outbox(run_id, event, data, created_at)
+SELECT NULL, e.event, e.data::json, e.now
+FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[]) WITH ORDINALITY
+    AS e(id, event, data, now, n)
+WHERE NOT EXISTS (SELECT 1 FROM approvals a WHERE a.id = e.id)
+ORDER BY n
 """
 
 _SENDS = """
@@ -100,6 +109,15 @@ async def write_checkpoints(
             [j.finished_at for _, j in entries],
         )
     approvals = [(c, a) for c in kept if (a := c.approval) is not None]
+    announced = [(c, a, a.event) for c, a in approvals if a.event is not None]
+    if announced:  # before the approval rows: only a new approval announces itself
+        await conn.execute(
+            _APPROVAL_EVENTS,
+            [a.id for _, a, _ in announced],
+            [e[0] for _, _, e in announced],
+            [e[1] for _, _, e in announced],
+            [c.now for c, _, _ in announced],
+        )
     if approvals:
         await conn.execute(
             _APPROVALS,
@@ -120,6 +138,14 @@ async def write_checkpoints(
             [s[3] for s in sends],
         )
     return {c.run_id for c in cps} - ours
+
+
+def announces(checkpoint: Checkpoint) -> bool:
+    """Whether the checkpoint appends to the outbox (its sends, an approval's event), so
+    its transaction takes the events lock."""
+    return bool(checkpoint.sends) or (
+        checkpoint.approval is not None and checkpoint.approval.event is not None
+    )
 
 
 def needs_notify(checkpoints: Sequence[Checkpoint], lost: set[str]) -> bool:

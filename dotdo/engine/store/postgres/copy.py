@@ -44,6 +44,10 @@ TABLES = (
     "entity_calls",
     "entity_outbox",
     "history",
+    "users",
+    "user_names",
+    "api_tokens",
+    "used_links",
 )
 """Data tables, in an order that satisfies the foreign key (graphs before runs)."""
 CHUNK = 5000

@@ -34,7 +34,11 @@ import asyncpg
 from dotdo.engine.store.health import WriteHealth
 from dotdo.engine.store.interface import Checkpoint
 from dotdo.engine.store.location import redact
-from dotdo.engine.store.postgres.checkpoints import needs_notify, write_checkpoints
+from dotdo.engine.store.postgres.checkpoints import (
+    announces,
+    needs_notify,
+    write_checkpoints,
+)
 from dotdo.engine.store.postgres.connect import connect, describe, is_connection_loss
 from dotdo.engine.store.postgres.schema import SCHEMA_VERSION, migrate, schema_version
 from dotdo.errors import LeaseLost, StoreError, StoreUnreachable
@@ -314,7 +318,7 @@ class Database:
         transaction = conn.transaction()
         await transaction.start()
         try:
-            if any(j.events for j in jobs) or any(c.sends for c in checkpoints):
+            if any(j.events for j in jobs) or any(announces(c) for c in checkpoints):
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", EVENTS_LOCK)
             for job in jobs:
                 outcome = await _run_job(conn, job, savepoint=savepoints)

@@ -173,6 +173,36 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX history_by_run ON history(run_id, id)
     """,
+    # 7: the web console (dotdo.console): users with hashed passwords, the approver names
+    # and groups each acts as, API tokens (digests), the single-use signed links already
+    # spent, and indexes for the runs list's keyset pages (run ids in byte order, as on
+    # SQLite) and a run's approvals.
+    """
+    CREATE TABLE users (
+        name text PRIMARY KEY,
+        password text,
+        role text NOT NULL,
+        created_at double precision NOT NULL
+    );
+    CREATE TABLE user_names (
+        user_name text NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        name text NOT NULL,
+        PRIMARY KEY (user_name, name)
+    );
+    CREATE INDEX user_names_by_name ON user_names(name, user_name);
+    CREATE TABLE api_tokens (
+        digest text PRIMARY KEY,
+        user_name text NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        created_at double precision NOT NULL
+    );
+    CREATE TABLE used_links (
+        nonce text PRIMARY KEY,
+        used_at double precision NOT NULL,
+        expires_at double precision NOT NULL
+    );
+    CREATE INDEX runs_by_created ON runs(created_at, run_id COLLATE "C");
+    CREATE INDEX approvals_by_run ON approvals(run_id)
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

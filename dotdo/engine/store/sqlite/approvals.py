@@ -132,6 +132,11 @@ async def decide_approval(
             "UPDATE approvals SET status = ?, approver = ?, body = ?, updated_at = ? WHERE id = ?",
             (change.status, change.approver, change.body, waker.now, approval_id),
         )
+        if change.event is not None:
+            await conn.execute(
+                "INSERT INTO outbox(run_id, event, data, created_at) VALUES (NULL, ?, ?, ?)",
+                (*change.event, waker.now),
+            )
         lease = None
         if change.wake and rows:
             lease = await wake(conn, db.owner, rows[0][1], waker)

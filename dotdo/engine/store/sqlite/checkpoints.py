@@ -86,6 +86,13 @@ def write_checkpoints(
         for c in kept
         if (a := c.approval) is not None
     ]
+    events = [(*a.event, c.now, a.id) for c in kept if (a := c.approval) is not None and a.event]
+    if events:  # before the approval row: only a new approval announces itself
+        raw.executemany(
+            "INSERT INTO outbox(run_id, event, data, created_at) SELECT NULL, ?, ?, ? "
+            "WHERE NOT EXISTS (SELECT 1 FROM approvals WHERE id = ?)",
+            events,
+        )
     if approvals:
         raw.executemany(
             "INSERT INTO approvals(id, run_id, status, approver, deadline, body, created_at, "

@@ -163,6 +163,36 @@ _MIGRATIONS: list[str] = [
     );
     CREATE INDEX history_by_run ON history(run_id, id)
     """,
+    # 7: the web console (dotdo.console; numbered after the operations work's 6): users
+    # with hashed passwords, the approver names and groups each acts as (`user_name`:
+    # PostgreSQL reserves `user`), API tokens (digests), the single-use signed links already
+    # spent, and indexes for the runs list's keyset pages and a run's approvals.
+    """
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        password TEXT,
+        role TEXT NOT NULL,
+        created_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE user_names (
+        user_name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        PRIMARY KEY (user_name, name)
+    ) WITHOUT ROWID;
+    CREATE INDEX user_names_by_name ON user_names(name, user_name);
+    CREATE TABLE api_tokens (
+        digest TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        created_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE used_links (
+        nonce TEXT PRIMARY KEY,
+        used_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX runs_by_created ON runs(created_at, run_id);
+    CREATE INDEX approvals_by_run ON approvals(run_id)
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 

@@ -26,6 +26,7 @@ from dotdo.engine.store.interface import (
 from dotdo.engine.store.sqlite.connection import Database
 
 __all__ = [
+    "RUN_COLUMNS",
     "any_due",
     "claim_runs",
     "create_run",
@@ -43,7 +44,7 @@ __all__ = [
     "wake",
 ]
 
-_RUN_COLUMNS = (
+RUN_COLUMNS = (
     "run_id, workflow, graph_hash, entity_id, status, node, state, input, result, error, "
     "wake_at, lease_owner, lease_until, lease_epoch, cancel_requested, steps_done, "
     "created_at, updated_at, retry_of, trace"
@@ -52,7 +53,7 @@ _STEP_COLUMNS = "run_id, step_key, status, attempts, value, error, seq, started_
 
 
 def stored_run(row: Sequence[Any]) -> StoredRun:
-    """A row of `_RUN_COLUMNS` as a record."""
+    """A row of `RUN_COLUMNS` as a record."""
     (run_id, workflow, graph_hash, entity_id, status, node, state, input_, result, error,
      wake_at, owner, until, epoch, cancel, steps, created, updated, retry_of, trace,
      ) = row  # fmt: skip
@@ -127,7 +128,7 @@ def create_run(conn: sqlite3.Connection, new: RunToCreate, owner: str) -> StartO
 
 # ------------------------------------------------------------------------- reading
 async def load_run(db: Database, run_id: str) -> StoredRun | None:
-    row = await db.fetch_one(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
+    row = await db.fetch_one(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
     return None if row is None else stored_run(row)
 
 
@@ -137,7 +138,7 @@ async def list_runs(
     clauses = [(c, v) for c, v in (("status", status), ("workflow", workflow)) if v]
     where = " AND ".join(f"{column} = ?" for column, _ in clauses) or "1"
     rows = await db.fetch(
-        f"SELECT {_RUN_COLUMNS} FROM runs WHERE {where} ORDER BY created_at DESC, run_id LIMIT ?",
+        f"SELECT {RUN_COLUMNS} FROM runs WHERE {where} ORDER BY created_at DESC, run_id LIMIT ?",
         (*(v for _, v in clauses), limit),
     )
     return [stored_run(r) for r in rows]

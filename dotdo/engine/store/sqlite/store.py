@@ -25,6 +25,7 @@ from dotdo.engine.store.interface import (
     Repin,
     RetryToCreate,
     RunExport,
+    RunFilter,
     RunToCreate,
     SendRecord,
     StartOutcome,
@@ -34,11 +35,20 @@ from dotdo.engine.store.interface import (
     StoredRun,
     StoredSchedule,
     StoredStep,
+    StoredUser,
     StoredWait,
     UnfinishedRun,
     Waker,
 )
-from dotdo.engine.store.sqlite import approvals, entities, events, operations, runs
+from dotdo.engine.store.sqlite import (
+    approvals,
+    console_reads,
+    entities,
+    events,
+    operations,
+    people,
+    runs,
+)
 from dotdo.engine.store.sqlite.connection import Database
 from dotdo.errors import StoreError
 
@@ -200,6 +210,51 @@ class SqliteStore(Database):
 
     async def schedule_fired(self, name: str, fire: float, next_fire: float) -> None:
         await approvals.schedule_fired(self, name, fire, next_fire)
+
+    # ------------------------------------------------------------- console reads
+    async def inbox(
+        self, names: Sequence[str], *, now: float, kind: str | None, limit: int
+    ) -> list[StoredApproval]:
+        return await console_reads.inbox(self, names, now, kind, limit)
+
+    async def run_approvals(self, run_id: str) -> list[StoredApproval]:
+        return await console_reads.run_approvals(self, run_id)
+
+    async def runs_page(
+        self, filters: RunFilter, *, after: tuple[float, str] | None, limit: int
+    ) -> list[StoredRun]:
+        return await console_reads.runs_page(self, filters, after, limit)
+
+    async def status_counts(self, workflow: str | None) -> dict[str, int]:
+        return await console_reads.status_counts(self, workflow)
+
+    async def schedules(self) -> list[StoredSchedule]:
+        return await console_reads.schedules(self)
+
+    # -------------------------------------------------------------------- people
+    async def put_user(self, user: StoredUser, now: float) -> None:
+        await people.put_user(self, user, now)
+
+    async def remove_user(self, name: str) -> bool:
+        return await people.remove_user(self, name)
+
+    async def user(self, name: str) -> StoredUser | None:
+        return await people.user(self, name)
+
+    async def user_by_token(self, digest: str) -> StoredUser | None:
+        return await people.user_by_token(self, digest)
+
+    async def users(self) -> list[StoredUser]:
+        return await people.users(self)
+
+    async def add_token(self, digest: str, user: str, now: float) -> None:
+        await people.add_token(self, digest, user, now)
+
+    async def meta_default(self, key: str, value: str) -> str:
+        return await people.meta_default(self, key, value)
+
+    async def spend_nonce(self, nonce: str, now: float, expires_at: float) -> bool:
+        return await people.spend_nonce(self, nonce, now, expires_at)
 
     # ------------------------------------------------------------------ entities
     async def entity_state(self, cls: str, entity_id: str) -> str | None:
