@@ -275,3 +275,31 @@ async def test_a_lost_connection_fails_one_batch_then_reconnects(pg_url: str) ->
         assert await _sql(pg_url, "SELECT count(*) FROM runs") == 1 + outcome.count(True)
     finally:
         await store.close()
+
+
+async def test_a_writer_that_dies_of_a_bug_fails_its_writes_instead_of_hanging(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker hung at close once: its writer task had ended, so the write releasing its
+    leases waited forever. Were the writer to die of a bug (here: the fault bookkeeping
+    raising while a lost connection is handled), the batch in flight and every later write
+    fail with the cause instead."""
+    store = _store(pg_url)
+    await store.open()
+    try:
+        await store.create_run(_run("r1"))
+
+        def broken(exc: BaseException) -> BaseException:
+            raise RuntimeError("a bug in the fault path")
+
+        async def failing_commit(*args: object) -> object:
+            raise RuntimeError("the batch failed")
+
+        monkeypatch.setattr(store.health, "failed", broken)
+        monkeypatch.setattr(store, "_commit", failing_commit)
+        with pytest.raises(StoreError, match="writer stopped"):
+            await asyncio.wait_for(store.create_run(_run("r2")), timeout=10)
+        with pytest.raises(StoreError, match="writer stopped"):
+            await asyncio.wait_for(store.create_run(_run("r3")), timeout=10)
+    finally:
+        await asyncio.wait_for(store.close(), timeout=30)

@@ -124,6 +124,8 @@ class Database:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listen_task: asyncio.Task[None] | None = None
+        self._in_flight: list[asyncio.Future[Any]] = []
+        """The futures of the batch the writer is committing (failed if the writer dies)."""
         self._failed: BaseException | None = None
         self._closing = False
 
@@ -164,6 +166,7 @@ class Database:
             return
         self._writer = conn
         self._task = asyncio.create_task(self._write_loop(), name="dotdo-pg-writer")
+        self._task.add_done_callback(self._writer_ended)
         if self.listen:
             self._listen_task = asyncio.create_task(self._listen_loop(), name="dotdo-pg-listen")
 
@@ -249,6 +252,23 @@ class Database:
         if self._task is None:
             raise StoreError("the store is not open")
 
+    def _writer_ended(self, task: asyncio.Task[None]) -> None:
+        """The writer task must never end while the store is open: were it to die of a bug,
+        every queued and later write would wait forever (a worker hung at close). Fail them
+        instead, with the cause, and refuse further writes."""
+        if task.cancelled() or self._closing:
+            return
+        error = task.exception()
+        if error is None or self._failed is not None:
+            return
+        log.error("the PostgreSQL writer of %s stopped: %r", self.where, error, exc_info=error)
+        failure = StoreError(f"{self.where}: the writer stopped ({error!r})")
+        failure.__cause__ = error
+        self._failed = failure
+        for future in self._in_flight:
+            _settle(future, error=failure)
+        self._fail_pending(failure)
+
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
@@ -257,6 +277,7 @@ class Database:
             checkpoints, self._checkpoints = self._checkpoints, []
             if not jobs and not checkpoints:
                 continue
+            self._in_flight = [j.future for j in jobs] + [f for _, f in checkpoints]
             try:
                 conn = await self._connection()
                 lost, outcomes = await self._commit(conn, jobs, [c for c, _ in checkpoints])
